@@ -2,6 +2,9 @@
 //!
 //! Invertible neural networks and generative models on libtorch (through `tch`).
 pub mod error;
+pub mod flows;
+pub mod linalg;
+pub mod nn;
 
 pub use error::{Error, Result};
 pub use tch;
