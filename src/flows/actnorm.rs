@@ -1,0 +1,77 @@
+//! ActNorm (Kingma & Dhariwal 2018, Glow, section 3.1): a per-channel affine map
+//! `y = (x + b) * exp(s)` with data-dependent initialisation, `ln|det| = H W sum_c s_c`.
+//!
+//! On the first training call the statistics of the batch set `b = -mean`, `s = -ln(std)` so that the
+//! output has zero mean and unit variance per channel; an `initialized` buffer records this, so a
+//! resumed or loaded model is never re-initialised.
+
+use super::transform::{FlowContext, Transform};
+use crate::nn::assign;
+use crate::{Error, Result};
+use tch::{nn::Path, Tensor};
+
+/// Per-channel affine normalisation for `[batch, C]` or `[batch, C, H, W]` inputs.
+#[derive(Debug)]
+pub struct ActNorm {
+    pub bias: Tensor,
+    pub log_scale: Tensor,
+    initialized: Tensor,
+    channels: i64,
+}
+
+impl ActNorm {
+    /// ActNorm over `channels` channels.
+    pub fn new(p: &Path, channels: i64) -> Self {
+        ActNorm {
+            bias: p.zeros("bias", &[channels]),
+            log_scale: p.zeros("log_scale", &[channels]),
+            initialized: p.zeros_no_train("initialized", &[1]),
+            channels,
+        }
+    }
+
+    /// Shape `[1, C]` or `[1, C, 1, 1]` for broadcasting against `x`, and the spatial size `H W`.
+    fn layout(&self, x: &Tensor) -> Result<(Vec<i64>, i64)> {
+        let size = x.size();
+        if size.len() < 2 || size[1] != self.channels {
+            return Err(Error::shape(format!(
+                "ActNorm over {} channels got input of shape {size:?} (expected [batch, {}, ...])",
+                self.channels, self.channels
+            )));
+        }
+        let mut shape = vec![1, self.channels];
+        shape.extend(std::iter::repeat_n(1, size.len() - 2));
+        Ok((shape, size[2..].iter().product()))
+    }
+
+    /// Whether the data-dependent initialisation has run.
+    pub fn is_initialized(&self) -> bool {
+        self.initialized.double_value(&[0]) > 0.5
+    }
+
+    fn initialize(&self, x: &Tensor) {
+        let per_channel = x.detach().transpose(0, 1).reshape([self.channels, -1]);
+        let mean = per_channel.mean_dim(1, false, x.kind());
+        let std = per_channel.std_dim(1, false, false);
+        assign(&self.bias, &(-mean));
+        assign(&self.log_scale, &(-(std + 1e-6).log()));
+        assign(&self.initialized, &self.initialized.ones_like());
+    }
+}
+
+impl Transform for ActNorm {
+    fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
+        let (shape, hw) = self.layout(x)?;
+        if ctx.train && !self.is_initialized() {
+            self.initialize(x);
+        }
+        let y = (x + self.bias.reshape(shape.as_slice())) * self.log_scale.exp().reshape(shape.as_slice());
+        let ld = (self.log_scale.sum(x.kind()) * hw as f64).expand([x.size()[0]], false);
+        Ok((y, ld))
+    }
+
+    fn inverse(&self, y: &Tensor, _ctx: &mut FlowContext) -> Result<Tensor> {
+        let (shape, _) = self.layout(y)?;
+        Ok(y * (-&self.log_scale).exp().reshape(shape.as_slice()) - self.bias.reshape(shape.as_slice()))
+    }
+}
