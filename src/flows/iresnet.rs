@@ -55,6 +55,10 @@ impl IResBlock {
 }
 
 impl Transform for IResBlock {
+    fn residual_nets(&self) -> Vec<&ResidualNet> {
+        vec![&self.g]
+    }
+
     fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
         if ctx.logdet.backend() == Backend::Vjp && !matches!(ctx.logdet, logdet::LogDetEstimator::Exact) {
             return self.forward_vjp(x, ctx);

@@ -1,6 +1,7 @@
 //! The transform abstraction: an invertible map with its log-determinant, and sequential composition.
 
 use crate::linalg::logdet::LogDetEstimator;
+use crate::nn::ResidualNet;
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -88,6 +89,11 @@ pub trait Transform: std::fmt::Debug {
     fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)>;
     /// `f^{-1}(y)`.
     fn inverse(&self, y: &Tensor, ctx: &mut FlowContext) -> Result<Tensor>;
+    /// The Lipschitz-constrained residual functions inside this transform, for diagnostics
+    /// (`Lip(g)`) and spectral-norm refinement; empty for layers without one.
+    fn residual_nets(&self) -> Vec<&ResidualNet> {
+        Vec::new()
+    }
     /// A short human-readable name (for summaries and error messages).
     fn name(&self) -> String {
         let full = format!("{self:?}");
@@ -136,6 +142,10 @@ impl Transform for Sequential {
             h = next;
         }
         Ok((h, logdet))
+    }
+
+    fn residual_nets(&self) -> Vec<&ResidualNet> {
+        self.layers.iter().flat_map(|l| l.residual_nets()).collect()
     }
 
     fn inverse(&self, y: &Tensor, ctx: &mut FlowContext) -> Result<Tensor> {
