@@ -1,7 +1,9 @@
 //! # genflow
 //!
 //! Invertible neural networks and generative models on libtorch (through `tch`).
+pub mod data;
 pub mod error;
+pub mod plots;
 
 pub use error::{Error, Result};
 pub use tch;
