@@ -127,7 +127,7 @@ pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
     }
     let test_nll = nll_sum / config.data.test_size as f64;
     let true_nll = density
-        .log_density(&test)
+        .log_density(&test)?
         .map(|lp| -lp.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]));
     let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
     ctx.inverse = config.eval.inverse;

