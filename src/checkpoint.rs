@@ -26,7 +26,11 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
         Kind::Int64 => Dtype::I64,
         Kind::Int => Dtype::I32,
         Kind::Uint8 => Dtype::U8,
-        other => return Err(Error::config(format!("cannot checkpoint tensors of kind {other:?}"))),
+        other => {
+            return Err(Error::config(format!(
+                "cannot checkpoint tensors of kind {other:?}"
+            )))
+        }
     })
 }
 
@@ -48,8 +52,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
     let mut file = std::fs::File::create(&tmp).map_err(|e| Error::file(&tmp, e.to_string()))?;
-    file.write_all(bytes).map_err(|e| Error::file(&tmp, e.to_string()))?;
-    file.sync_all().map_err(|e| Error::file(&tmp, e.to_string()))?;
+    file.write_all(bytes)
+        .map_err(|e| Error::file(&tmp, e.to_string()))?;
+    file.sync_all()
+        .map_err(|e| Error::file(&tmp, e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::file(path, e.to_string()))?;
     Ok(())
 }
@@ -86,7 +92,10 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) ->
 /// Loads every tensor of a checkpoint (on the CPU) and its metadata.
 pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, CheckpointMeta)> {
     let bytes = std::fs::read(path).map_err(|e| {
-        Error::file(path, format!("cannot read checkpoint ({e}); is this a genflow run folder?"))
+        Error::file(
+            path,
+            format!("cannot read checkpoint ({e}); is this a genflow run folder?"),
+        )
     })?;
     let (_, metadata) = SafeTensors::read_metadata(&bytes)
         .map_err(|e| Error::file(path, format!("corrupt or truncated checkpoint: {e}")))?;
@@ -101,7 +110,10 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, CheckpointMeta)> {
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
-            Error::file(path, format!("tensor {name} has unsupported dtype {:?}", view.dtype()))
+            Error::file(
+                path,
+                format!("tensor {name} has unsupported dtype {:?}", view.dtype()),
+            )
         })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)?;
@@ -112,15 +124,26 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, CheckpointMeta)> {
 
 /// Copies checkpoint tensors into the variables of `vs` (every variable must be present with the
 /// same shape; a mismatch names the variable).
-pub fn restore_vars(vs: &tch::nn::VarStore, tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+pub fn restore_vars(
+    vs: &tch::nn::VarStore,
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
     for (name, var) in vs.variables() {
         let saved = tensors.get(&name).ok_or_else(|| {
-            Error::file(path, format!("checkpoint lacks variable '{name}' (different model config?)"))
+            Error::file(
+                path,
+                format!("checkpoint lacks variable '{name}' (different model config?)"),
+            )
         })?;
         if saved.size() != var.size() {
             return Err(Error::file(
                 path,
-                format!("variable '{name}' has shape {:?} in the checkpoint but {:?} in the model", saved.size(), var.size()),
+                format!(
+                    "variable '{name}' has shape {:?} in the checkpoint but {:?} in the model",
+                    saved.size(),
+                    var.size()
+                ),
             ));
         }
         crate::nn::assign(&var, &saved.to_kind(var.kind()).to_device(var.device()));

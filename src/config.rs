@@ -128,7 +128,10 @@ fn exact() -> LogDetEstimator {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { logdet: LogDetEstimator::Exact, inverse: FixedPointConfig::default() }
+        EvalConfig {
+            logdet: LogDetEstimator::Exact,
+            inverse: FixedPointConfig::default(),
+        }
     }
 }
 
@@ -196,7 +199,10 @@ impl RunConfig {
 
     /// Checks ranges and consistency; the message says which key to change.
     pub fn validate(&self) -> Result<()> {
-        self.model.spectral.validate().map_err(|e| Error::config(format!("model.spectral: {e}")))?;
+        self.model
+            .spectral
+            .validate()
+            .map_err(|e| Error::config(format!("model.spectral: {e}")))?;
         self.train.logdet.validate()?;
         self.eval.logdet.validate()?;
         let positive = [
@@ -213,7 +219,9 @@ impl RunConfig {
             }
         }
         if let Some(w) = self.model.hidden.iter().find(|&&w| w <= 0) {
-            return Err(Error::config(format!("model.hidden widths must be positive, got {w}")));
+            return Err(Error::config(format!(
+                "model.hidden widths must be positive, got {w}"
+            )));
         }
         Ok(())
     }
@@ -237,7 +245,9 @@ fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
         let table = node
             .as_table_mut()
             .ok_or_else(|| Error::config(format!("--set {key}: '{part}' is not inside a table")))?;
-        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
     }
     node.as_table_mut()
         .ok_or_else(|| Error::config(format!("--set {key}: parent is not a table")))?

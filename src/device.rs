@@ -9,9 +9,14 @@ pub fn select(name: &str) -> Result<Device> {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),
         "cuda" | "gpu" => require_cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        other => match other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => require_cuda(n),
-            None => Err(Error::config(format!("unknown device '{other}'; use auto, cpu, cuda or cuda:N"))),
+            None => Err(Error::config(format!(
+                "unknown device '{other}'; use auto, cpu, cuda or cuda:N"
+            ))),
         },
     }
 }

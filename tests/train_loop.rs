@@ -12,7 +12,11 @@ struct Quadratic {
 impl Objective for Quadratic {
     fn loss(&mut self, step: u64) -> genflow::Result<(Tensor, Vec<(String, f64)>)> {
         let loss = self.w.square().sum(Kind::Float);
-        let loss = if step == self.nan_at { loss * f64::NAN } else { loss };
+        let loss = if step == self.nan_at {
+            loss * f64::NAN
+        } else {
+            loss
+        };
         Ok((loss, vec![("w0".to_string(), self.w.double_value(&[0]))]))
     }
 }
@@ -31,11 +35,15 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
         config_toml: "x = 1".into(),
         log_grad_stats: true,
     };
-    let mut objective = Quadratic { w: w.shallow_clone(), nan_at: 7 };
+    let mut objective = Quadratic {
+        w: w.shallow_clone(),
+        nan_at: 7,
+    };
     let err = train::run(&vs, &mut optimizer, &mut objective, &settings, 0).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("step 7") && msg.contains("step 6"), "{msg}");
-    let (tensors, meta) = genflow::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
+    let (tensors, meta) =
+        genflow::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
     assert_eq!(meta.step, 6);
     assert!(tensors["w"].isfinite().all().int64_value(&[]) == 1);
     let lines = std::fs::read_to_string(dir.path().join(train::METRICS_FILE)).unwrap();

@@ -42,7 +42,10 @@ impl Objective for ToyObjective<'_> {
             .config
             .data
             .density
-            .sample(self.config.train.batch_size as usize, derived_seed(seed, DATA_STREAM, step))
+            .sample(
+                self.config.train.batch_size as usize,
+                derived_seed(seed, DATA_STREAM, step),
+            )
             .to_kind(Kind::Float)
             .to_device(self.device);
         let probe_seed = derived_seed(seed, PROBE_STREAM, step);
@@ -55,11 +58,20 @@ impl Objective for ToyObjective<'_> {
 
 /// Trains the model of `config` into `out_dir` (resuming from its checkpoint when `resume`), then
 /// writes `density.png` and `samples.png`.
-pub fn train(config: &RunConfig, out_dir: &Path, resume: bool, device: Device) -> Result<LoopOutcome> {
+pub fn train(
+    config: &RunConfig,
+    out_dir: &Path,
+    resume: bool,
+    device: Device,
+) -> Result<LoopOutcome> {
     let model = VectorFlow::new(&config.model, 2, device)?;
     let mut optimizer = Optimizer::new(&model.vs, &config.optim)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::file(out_dir, e.to_string()))?;
-    let start = if resume { train::resume(&model.vs, &mut optimizer, out_dir)? } else { 0 };
+    let start = if resume {
+        train::resume(&model.vs, &mut optimizer, out_dir)?
+    } else {
+        0
+    };
     let settings = LoopSettings {
         steps: config.train.steps,
         checkpoint_every: config.train.checkpoint_every,
@@ -68,8 +80,15 @@ pub fn train(config: &RunConfig, out_dir: &Path, resume: bool, device: Device) -
         config_toml: config.to_toml()?,
         log_grad_stats: config.optim.log_grad_stats,
     };
-    crate::checkpoint::write_atomically(&out_dir.join("config.toml"), settings.config_toml.as_bytes())?;
-    let mut objective = ToyObjective { model: &model, config, device };
+    crate::checkpoint::write_atomically(
+        &out_dir.join("config.toml"),
+        settings.config_toml.as_bytes(),
+    )?;
+    let mut objective = ToyObjective {
+        model: &model,
+        config,
+        device,
+    };
     let outcome = train::run(&model.vs, &mut optimizer, &mut objective, &settings, start)?;
     write_pictures(&model, config, out_dir, device)?;
     Ok(outcome)
@@ -78,7 +97,10 @@ pub fn train(config: &RunConfig, out_dir: &Path, resume: bool, device: Device) -
 /// Loads a run folder: its configuration and the trained model.
 pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VectorFlow)> {
     if !run_dir.is_dir() {
-        return Err(Error::file(run_dir, "run folder not found (train one with `genflow train --out DIR`)"));
+        return Err(Error::file(
+            run_dir,
+            "run folder not found (train one with `genflow train --out DIR`)",
+        ));
     }
     let path = run_dir.join(CHECKPOINT_FILE);
     let (tensors, meta) = checkpoint::load(&path)?;
@@ -95,40 +117,75 @@ fn log_prob_eval(model: &VectorFlow, config: &RunConfig, x: &Tensor) -> Result<T
     model.flow.log_prob(x, &mut ctx)
 }
 
-fn write_pictures(model: &VectorFlow, config: &RunConfig, out_dir: &Path, device: Device) -> Result<()> {
+fn write_pictures(
+    model: &VectorFlow,
+    config: &RunConfig,
+    out_dir: &Path,
+    device: Device,
+) -> Result<()> {
     let density = config.data.density;
-    let data = density.sample(PICTURE_SAMPLES as usize, derived_seed(config.seed, TEST_STREAM, 0));
+    let data = density.sample(
+        PICTURE_SAMPLES as usize,
+        derived_seed(config.seed, TEST_STREAM, 0),
+    );
     let mut log_density = |points: &Tensor| -> Result<Tensor> {
-        log_prob_eval(model, config, &points.to_kind(Kind::Float).to_device(device)).map(|t| t.to_device(Device::Cpu))
+        log_prob_eval(
+            model,
+            config,
+            &points.to_kind(Kind::Float).to_device(device),
+        )
+        .map(|t| t.to_device(Device::Cpu))
     };
-    plots::save_density_comparison(&mut log_density, &data, density.plot_range(), DENSITY_RESOLUTION, &out_dir.join("density.png"))?;
+    plots::save_density_comparison(
+        &mut log_density,
+        &data,
+        density.plot_range(),
+        DENSITY_RESOLUTION,
+        &out_dir.join("density.png"),
+    )?;
     let samples = draw_samples(model, config, PICTURE_SAMPLES, device)?;
     plots::save_scatter_histogram(&samples, density.plot_range(), &out_dir.join("samples.png"))
 }
 
 /// `n` model samples (CPU, f32).
-pub fn draw_samples(model: &VectorFlow, config: &RunConfig, n: i64, device: Device) -> Result<Tensor> {
+pub fn draw_samples(
+    model: &VectorFlow,
+    config: &RunConfig,
+    n: i64,
+    device: Device,
+) -> Result<Tensor> {
     tch::manual_seed(derived_seed(config.seed, SAMPLE_STREAM, 0) as i64);
     let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
     ctx.inverse = config.eval.inverse;
     let _guard = tch::no_grad_guard();
-    Ok(model.flow.sample(n, 1.0, Kind::Float, device, &mut ctx)?.to_device(Device::Cpu))
+    Ok(model
+        .flow
+        .sample(n, 1.0, Kind::Float, device, &mut ctx)?
+        .to_device(Device::Cpu))
 }
 
 /// The evaluation report of a toy run (`genflow eval --json`).
 pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
     let (config, model) = load_run(run_dir, device)?;
     let density = config.data.density;
-    let test = density.sample(config.data.test_size, derived_seed(config.seed, TEST_STREAM, 1));
+    let test = density.sample(
+        config.data.test_size,
+        derived_seed(config.seed, TEST_STREAM, 1),
+    );
     let x = test.to_kind(Kind::Float).to_device(device);
     let mut nll_sum = 0.0;
     for chunk in x.split(4096, 0) {
-        nll_sum -= log_prob_eval(&model, &config, &chunk)?.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        nll_sum -= log_prob_eval(&model, &config, &chunk)?
+            .to_kind(Kind::Double)
+            .sum(Kind::Double)
+            .double_value(&[]);
     }
     let test_nll = nll_sum / config.data.test_size as f64;
-    let true_nll = density
-        .log_density(&test)?
-        .map(|lp| -lp.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]));
+    let true_nll = density.log_density(&test)?.map(|lp| {
+        -lp.to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+    });
     let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
     ctx.inverse = config.eval.inverse;
     let (round_trip_err, stats) = {
@@ -168,7 +225,9 @@ pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> 
     let (config, model) = load_run(run_dir, device)?;
     let samples = draw_samples(&model, &config, n, device)?;
     match out.extension().and_then(|e| e.to_str()) {
-        Some("png") => plots::save_scatter_histogram(&samples, config.data.density.plot_range(), out),
+        Some("png") => {
+            plots::save_scatter_histogram(&samples, config.data.density.plot_range(), out)
+        }
         Some("csv") => {
             let values = Vec::<f32>::try_from(samples.reshape([-1]))?;
             let mut text = String::from("x,y\n");
@@ -177,6 +236,9 @@ pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> 
             }
             checkpoint::write_atomically(out, text.as_bytes())
         }
-        _ => Err(Error::config(format!("--out {} must end in .png or .csv", out.display()))),
+        _ => Err(Error::config(format!(
+            "--out {} must end in .png or .csv",
+            out.display()
+        ))),
     }
 }

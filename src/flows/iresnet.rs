@@ -43,10 +43,14 @@ impl IResBlock {
                 let g_alias = self.g.forward(&alias, false)?;
                 let root = (&g_alias * w).sum(g_alias.kind());
                 let mut grads = Tensor::f_run_backward(&[root], &[&alias], true, true)?;
-                grads.pop().ok_or_else(|| Error::shape("autograd returned no gradient for the block input"))
+                grads.pop().ok_or_else(|| {
+                    Error::shape("autograd returned no gradient for the block input")
+                })
             };
             let mut no_jvp = |_: &Tensor| -> Result<Tensor> {
-                Err(Error::config("the VJP backend does not compute tangent products"))
+                Err(Error::config(
+                    "the VJP backend does not compute tangent products",
+                ))
             };
             let ld = logdet::estimate(&ctx.logdet, &mut no_jvp, &mut vjp, &xg, &mut ctx.rng)?;
             Ok((&xg + &gx, ld))
@@ -60,13 +64,17 @@ impl Transform for IResBlock {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
-        if ctx.logdet.backend() == Backend::Vjp && !matches!(ctx.logdet, logdet::LogDetEstimator::Exact) {
+        if ctx.logdet.backend() == Backend::Vjp
+            && !matches!(ctx.logdet, logdet::LogDetEstimator::Exact)
+        {
             return self.forward_vjp(x, ctx);
         }
         let lin = self.g.linearize(x, ctx.train)?;
         let mut jvp = |t: &Tensor| -> Result<Tensor> { Ok(lin.jvp(t)) };
         let mut no_vjp = |_: &Tensor| -> Result<Tensor> {
-            Err(Error::config("the tangent backend does not compute vector-Jacobian products"))
+            Err(Error::config(
+                "the tangent backend does not compute vector-Jacobian products",
+            ))
         };
         let ld = logdet::estimate(&ctx.logdet, &mut jvp, &mut no_vjp, x, &mut ctx.rng)?;
         Ok((x + &lin.output, ld))

@@ -30,10 +30,19 @@ impl VectorFlow {
             if config.actnorm {
                 transform.push(ActNorm::new(&(&root / "actnorms" / i), dim));
             }
-            let g = ResidualNet::mlp(&(&root / "blocks" / i / "g"), &dims, config.activation, config.spectral, false)?;
+            let g = ResidualNet::mlp(
+                &(&root / "blocks" / i / "g"),
+                &dims,
+                config.activation,
+                config.spectral,
+                false,
+            )?;
             transform.push(IResBlock::new(g));
         }
         let base = config.base.build(&(&root / "base"), &[dim]);
-        Ok(VectorFlow { vs, flow: Flow::new(transform, base) })
+        Ok(VectorFlow {
+            vs,
+            flow: Flow::new(transform, base),
+        })
     }
 }

@@ -37,10 +37,12 @@ pub struct Linearized {
 impl Linearized {
     /// `J_g(x) t`, one tangent pass through the recorded maps.
     pub fn jvp(&self, t: &Tensor) -> Tensor {
-        self.maps.iter().fold(t.shallow_clone(), |t, map| match map {
-            TangentMap::Linear { weight, geometry } => geometry.apply(weight, &t, None),
-            TangentMap::Scale(d) => t * d,
-        })
+        self.maps
+            .iter()
+            .fold(t.shallow_clone(), |t, map| match map {
+                TangentMap::Linear { weight, geometry } => geometry.apply(weight, &t, None),
+                TangentMap::Scale(d) => t * d,
+            })
     }
 }
 
@@ -72,7 +74,9 @@ impl ResidualNet {
         preactivation: bool,
     ) -> Result<Self> {
         if dims.len() < 2 {
-            return Err(Error::config(format!("an MLP needs at least 2 sizes, got {dims:?}")));
+            return Err(Error::config(format!(
+                "an MLP needs at least 2 sizes, got {dims:?}"
+            )));
         }
         let maps = dims
             .windows(2)
@@ -91,9 +95,16 @@ impl ResidualNet {
         spectral: SpectralConfig,
         preactivation: bool,
     ) -> Result<Self> {
-        let ConvShape { channels, hidden, ref kernels, hw } = *shape;
+        let ConvShape {
+            channels,
+            hidden,
+            ref kernels,
+            hw,
+        } = *shape;
         if kernels.is_empty() {
-            return Err(Error::config("a conv residual net needs at least one kernel size"));
+            return Err(Error::config(
+                "a conv residual net needs at least one kernel size",
+            ));
         }
         let n = kernels.len();
         let maps = kernels
@@ -102,7 +113,15 @@ impl ResidualNet {
             .map(|(i, &k)| {
                 let cin = if i == 0 { channels } else { hidden };
                 let cout = if i + 1 == n { channels } else { hidden };
-                (i, cin, cout, Geometry::Conv { kernel: k, in_hw: hw })
+                (
+                    i,
+                    cin,
+                    cout,
+                    Geometry::Conv {
+                        kernel: k,
+                        in_hw: hw,
+                    },
+                )
             })
             .collect::<Vec<_>>();
         Self::build(p, &maps, activation, spectral, preactivation)
@@ -156,7 +175,10 @@ impl ResidualNet {
                 Layer::Linear(l) => {
                     let weight = l.normalized_weight(train);
                     let out = l.geometry().apply(&weight, &h, Some(&l.bias));
-                    maps.push(TangentMap::Linear { weight, geometry: l.geometry() });
+                    maps.push(TangentMap::Linear {
+                        weight,
+                        geometry: l.geometry(),
+                    });
                     out
                 }
                 Layer::Act(a) => {
@@ -180,11 +202,16 @@ impl ResidualNet {
     /// `prod_i |W_hat_i|_2`, computed exactly per layer: an upper bound on `Lip(g)` (activations
     /// are 1-Lipschitz) that the normalisation keeps below `c^L`.
     pub fn lipschitz_bound(&self) -> Result<f64> {
-        self.linear_layers().map(|l| l.exact_operator_norm()).try_fold(1.0, |acc, s| Ok(acc * s?))
+        self.linear_layers()
+            .map(|l| l.exact_operator_norm())
+            .try_fold(1.0, |acc, s| Ok(acc * s?))
     }
 
     /// Runs every layer's power iteration to `tol`; returns the most iterations any layer needed.
     pub fn refine_spectral_norms(&self, tol: f64, max_iter: usize) -> usize {
-        self.linear_layers().map(|l| l.refine(tol, max_iter)).max().unwrap_or(0)
+        self.linear_layers()
+            .map(|l| l.refine(tol, max_iter))
+            .max()
+            .unwrap_or(0)
     }
 }

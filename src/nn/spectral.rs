@@ -30,7 +30,10 @@ pub struct SpectralConfig {
 impl Default for SpectralConfig {
     /// The official i-ResNet defaults: `c = 0.9`, 5 power iterations.
     fn default() -> Self {
-        SpectralConfig { coeff: 0.9, n_power_iter: 5 }
+        SpectralConfig {
+            coeff: 0.9,
+            n_power_iter: 5,
+        }
     }
 }
 
@@ -128,9 +131,17 @@ impl SpectralLinear {
         config: SpectralConfig,
     ) -> Result<Self> {
         if kernel % 2 == 0 || kernel < 1 {
-            return Err(Error::config(format!("conv kernel must be odd and >= 1, got {kernel}")));
+            return Err(Error::config(format!(
+                "conv kernel must be odd and >= 1, got {kernel}"
+            )));
         }
-        Self::new(p, in_channels, out_channels, Geometry::Conv { kernel, in_hw }, config)
+        Self::new(
+            p,
+            in_channels,
+            out_channels,
+            Geometry::Conv { kernel, in_hw },
+            config,
+        )
     }
 
     fn new(
@@ -149,12 +160,27 @@ impl SpectralLinear {
             ),
         };
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let weight = p.var("weight", &wshape, tch::nn::Init::Uniform { lo: -bound, up: bound });
-        let bias = p.var("bias", &[out], tch::nn::Init::Uniform { lo: -bound, up: bound });
+        let weight = p.var(
+            "weight",
+            &wshape,
+            tch::nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        let bias = p.var(
+            "bias",
+            &[out],
+            tch::nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
         let (ushape, vshape): (Vec<i64>, Vec<i64>) = match geometry {
-            Geometry::Conv { kernel, in_hw: (h, w) } if kernel > 1 => {
-                (vec![1, out, h, w], vec![1, fan_in_channels, h, w])
-            }
+            Geometry::Conv {
+                kernel,
+                in_hw: (h, w),
+            } if kernel > 1 => (vec![1, out, h, w], vec![1, fan_in_channels, h, w]),
             _ => (vec![out], vec![fan_in_channels]),
         };
         let u = p.zeros_no_train("u", &ushape);
@@ -162,7 +188,15 @@ impl SpectralLinear {
         let sigma = p.zeros_no_train("sigma", &[1]);
         super::assign(&u, &normalize(&u.randn_like()));
         super::assign(&v, &normalize(&v.randn_like()));
-        Ok(SpectralLinear { weight, bias, u, v, sigma, geometry, config })
+        Ok(SpectralLinear {
+            weight,
+            bias,
+            u,
+            v,
+            sigma,
+            geometry,
+            config,
+        })
     }
 
     /// The map's geometry.
@@ -265,6 +299,7 @@ impl SpectralLinear {
 
     /// `W_hat x + b`.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        self.geometry.apply(&self.normalized_weight(train), x, Some(&self.bias))
+        self.geometry
+            .apply(&self.normalized_weight(train), x, Some(&self.bias))
     }
 }

@@ -56,11 +56,19 @@ fn install_interrupt_handler() {
 }
 
 /// Saves the model variables and optimiser state after `step` steps.
-pub fn save_checkpoint(vs: &VarStore, optimizer: &Optimizer, settings: &LoopSettings, step: u64) -> Result<()> {
+pub fn save_checkpoint(
+    vs: &VarStore,
+    optimizer: &Optimizer,
+    settings: &LoopSettings,
+    step: u64,
+) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     tensors.extend(optimizer.state_tensors());
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let meta = CheckpointMeta { step, config_toml: settings.config_toml.clone() };
+    let meta = CheckpointMeta {
+        step,
+        config_toml: settings.config_toml.clone(),
+    };
     checkpoint::save(&settings.out_dir.join(CHECKPOINT_FILE), &tensors, &meta)
 }
 
@@ -82,7 +90,9 @@ pub fn resume(vs: &VarStore, optimizer: &mut Optimizer, dir: &Path) -> Result<u6
 
 /// Keeps only the metrics lines whose step is at most `step`.
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
         .filter(|line| {
@@ -126,7 +136,8 @@ pub fn run(
 ) -> Result<LoopOutcome> {
     install_interrupt_handler();
     INTERRUPTED.store(false, Ordering::SeqCst);
-    std::fs::create_dir_all(&settings.out_dir).map_err(|e| Error::file(&settings.out_dir, e.to_string()))?;
+    std::fs::create_dir_all(&settings.out_dir)
+        .map_err(|e| Error::file(&settings.out_dir, e.to_string()))?;
     let metrics_path = settings.out_dir.join(METRICS_FILE);
     let bar = progress_bar(settings.steps, start_step);
     let started = Instant::now();
@@ -174,9 +185,19 @@ pub fn run(
         }
         if interrupted {
             bar.abandon_with_message(format!("interrupted; checkpoint saved at step {done}"));
-            return Ok(LoopOutcome { last_step: done, interrupted: true, final_loss, seconds: started.elapsed().as_secs_f64() });
+            return Ok(LoopOutcome {
+                last_step: done,
+                interrupted: true,
+                final_loss,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
     }
     bar.finish();
-    Ok(LoopOutcome { last_step: settings.steps, interrupted: false, final_loss, seconds: started.elapsed().as_secs_f64() })
+    Ok(LoopOutcome {
+        last_step: settings.steps,
+        interrupted: false,
+        final_loss,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }

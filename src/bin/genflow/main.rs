@@ -7,7 +7,11 @@ use genflow::config::{RunConfig, PRESETS};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "genflow", version, about = "Invertible neural networks and generative models")]
+#[command(
+    name = "genflow",
+    version,
+    about = "Invertible neural networks and generative models"
+)]
 struct Cli {
     /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
@@ -79,7 +83,10 @@ enum DataCommand {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -88,7 +95,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Data { command: DataCommand::Install { dataset, dir, from } } => {
+        Command::Data {
+            command: DataCommand::Install { dataset, dir, from },
+        } => {
             let dir = dir.unwrap_or_else(genflow::data::default_data_dir);
             let report = genflow::data::install(dataset, &dir, from.as_deref())?;
             println!("{dataset} ready in {}", report.folder.display());
@@ -98,7 +107,13 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{:<28} {}", p.name, p.summary);
             }
         }
-        Command::Train { config, out, overrides, resume, print_groups } => {
+        Command::Train {
+            config,
+            out,
+            overrides,
+            resume,
+            print_groups,
+        } => {
             let cfg = RunConfig::resolve(&config, &overrides)?;
             let device = genflow::device::select(&cli.device)?;
             if print_groups {
