@@ -64,6 +64,7 @@ pub fn train(
     resume: bool,
     device: Device,
 ) -> Result<LoopOutcome> {
+    tch::manual_seed(config.seed as i64);
     let model = VectorFlow::new(&config.model, 2, device)?;
     let mut optimizer = Optimizer::new(&model.vs, &config.optim)?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::file(out_dir, e.to_string()))?;
