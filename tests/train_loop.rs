@@ -34,6 +34,7 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
         out_dir: dir.path().to_path_buf(),
         config_toml: "x = 1".into(),
         log_grad_stats: true,
+        eval_every: None,
     };
     let mut objective = Quadratic {
         w: w.shallow_clone(),

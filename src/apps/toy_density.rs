@@ -7,7 +7,8 @@ use crate::flows::{FlowContext, Transform};
 use crate::models::VectorFlow;
 use crate::optim::Optimizer;
 use crate::plots;
-use crate::train::{self, LoopOutcome, LoopSettings, Objective, CHECKPOINT_FILE};
+use crate::train::{self, LoopOutcome, Objective};
+use super::{derived_seed, DATA_STREAM, PROBE_STREAM, SAMPLE_STREAM, TEST_STREAM};
 use crate::{Error, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -16,17 +17,6 @@ use tch::{Device, Kind, Tensor};
 const DENSITY_RESOLUTION: usize = 200;
 /// Samples drawn for `samples.png`.
 const PICTURE_SAMPLES: i64 = 20_000;
-
-/// A seed that differs per step and per purpose, from the run's seed.
-fn derived_seed(seed: u64, stream: u64, step: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ step
-}
-
-/// Streams of derived seeds.
-const DATA_STREAM: u64 = 1;
-const PROBE_STREAM: u64 = 2;
-const TEST_STREAM: u64 = 3;
-const SAMPLE_STREAM: u64 = 4;
 
 /// Maximum likelihood on fresh batches from the toy density.
 struct ToyObjective<'a> {
@@ -65,31 +55,11 @@ pub fn train(
     device: Device,
 ) -> Result<LoopOutcome> {
     tch::manual_seed(config.seed as i64);
-    let model = VectorFlow::new(&config.model, 2, device)?;
-    let mut optimizer = Optimizer::new(&model.vs, &config.optim)?;
-    std::fs::create_dir_all(out_dir).map_err(|e| Error::file(out_dir, e.to_string()))?;
-    let start = if resume {
-        train::resume(&model.vs, &mut optimizer, out_dir)?
-    } else {
-        0
-    };
-    let settings = LoopSettings {
-        steps: config.train.steps,
-        checkpoint_every: config.train.checkpoint_every,
-        log_every: config.train.log_every,
-        out_dir: out_dir.to_path_buf(),
-        config_toml: config.to_toml()?,
-        log_grad_stats: config.optim.log_grad_stats,
-    };
-    crate::checkpoint::write_atomically(
-        &out_dir.join("config.toml"),
-        settings.config_toml.as_bytes(),
-    )?;
-    let mut objective = ToyObjective {
-        model: &model,
-        config,
-        device,
-    };
+    let model = VectorFlow::new(config.vector_model()?, 2, device)?;
+    let steps = config.train.steps.unwrap_or(0);
+    let (mut optimizer, start, _, settings) =
+        super::start_run(&model.vs, config, out_dir, resume, steps, None)?;
+    let mut objective = ToyObjective { model: &model, config, device };
     let outcome = train::run(&model.vs, &mut optimizer, &mut objective, &settings, start)?;
     write_pictures(&model, config, out_dir, device)?;
     Ok(outcome)
@@ -97,16 +67,8 @@ pub fn train(
 
 /// Loads a run folder: its configuration and the trained model.
 pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VectorFlow)> {
-    if !run_dir.is_dir() {
-        return Err(Error::file(
-            run_dir,
-            "run folder not found (train one with `genflow train --out DIR`)",
-        ));
-    }
-    let path = run_dir.join(CHECKPOINT_FILE);
-    let (tensors, meta) = checkpoint::load(&path)?;
-    let config = RunConfig::from_toml(&meta.config_toml)?;
-    let model = VectorFlow::new(&config.model, 2, device)?;
+    let (config, tensors, path) = super::load_checkpoint(run_dir)?;
+    let model = VectorFlow::new(config.vector_model()?, 2, device)?;
     checkpoint::restore_vars(&model.vs, &tensors, &path)?;
     Ok((config, model))
 }
@@ -124,7 +86,7 @@ fn write_pictures(
     out_dir: &Path,
     device: Device,
 ) -> Result<()> {
-    let density = config.data.density;
+    let density = config.toy_density()?;
     let data = density.sample(
         PICTURE_SAMPLES as usize,
         derived_seed(config.seed, TEST_STREAM, 0),
@@ -168,9 +130,10 @@ pub fn draw_samples(
 /// The evaluation report of a toy run (`genflow eval --json`).
 pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
     let (config, model) = load_run(run_dir, device)?;
-    let density = config.data.density;
+    let density = config.toy_density()?;
+    let test_size = config.data.test_size.unwrap_or(crate::config::TOY_TEST_SIZE);
     let test = density.sample(
-        config.data.test_size,
+        test_size,
         derived_seed(config.seed, TEST_STREAM, 1),
     );
     let x = test.to_kind(Kind::Float).to_device(device);
@@ -181,7 +144,7 @@ pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
             .sum(Kind::Double)
             .double_value(&[]);
     }
-    let test_nll = nll_sum / config.data.test_size as f64;
+    let test_nll = nll_sum / test_size as f64;
     let true_nll = density.log_density(&test)?.map(|lp| {
         -lp.to_kind(Kind::Double)
             .mean(Kind::Double)
@@ -206,13 +169,16 @@ pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
         .fold(0.0, f64::max);
     let mut report = serde_json::json!({
         "density": density.to_string(),
-        "test_size": config.data.test_size,
+        "test_size": test_size,
         "test_nll_nats": test_nll,
         "inverse_max_abs_err": round_trip_err,
         "inverse_iters_max": stats.max_iters,
         "inverse_residual_max": stats.max_residual,
         "lipschitz_max": lipschitz_max,
-        "lipschitz_target": config.model.spectral.coeff.powi(config.model.hidden.len() as i32 + 1),
+        "lipschitz_target": {
+            let m = config.vector_model()?;
+            m.spectral.coeff.powi(m.hidden.len() as i32 + 1)
+        },
     });
     if let Some(t) = true_nll {
         report["true_nll_nats"] = serde_json::json!(t);
@@ -227,7 +193,7 @@ pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> 
     let samples = draw_samples(&model, &config, n, device)?;
     match out.extension().and_then(|e| e.to_str()) {
         Some("png") => {
-            plots::save_scatter_histogram(&samples, config.data.density.plot_range(), out)
+            plots::save_scatter_histogram(&samples, config.toy_density()?.plot_range(), out)
         }
         Some("csv") => {
             let values = Vec::<f32>::try_from(samples.reshape([-1]))?;

@@ -3,10 +3,15 @@
 //!
 //! Parameter names (as in the checkpoint): `actnorms.<i>.{bias,log_scale}`,
 //! `blocks.<i>.g.<layer>.{weight,bias,u,v,sigma}` (layers counted with activations, LipSwish's
-//! `beta` at the activation's index), `base.{mean,log_std}` for a learned base.
+//! `beta` at the activation's index), `mixing.<i>.{x,y}` (rank-one exponentials) or `mixing.<i>.a`
+//! (matrix exponential) for a mixing layer after each block, `base.{mean,log_std}` for a learned
+//! base.
 
-use crate::config::ModelConfig;
-use crate::flows::{ActNorm, Flow, IResBlock, Sequential};
+use crate::config::{MixingLayer, ModelConfig};
+use crate::flows::{
+    ActNorm, Flow, IResBlock, MatrixExpConfig, MatrixExpConv1x1, RankOneExp, RankOneExpConfig,
+    Sequential,
+};
 use crate::nn::ResidualNet;
 use crate::Result;
 use tch::nn::VarStore;
@@ -38,6 +43,16 @@ impl VectorFlow {
                 false,
             )?;
             transform.push(IResBlock::new(g));
+            let mix = &root / "mixing" / i;
+            match config.mixing {
+                MixingLayer::None => {}
+                MixingLayer::RankOneExp => {
+                    transform.push(RankOneExp::new(&mix, dim, RankOneExpConfig::default())?)
+                }
+                MixingLayer::MatrixExp => {
+                    transform.push(MatrixExpConv1x1::new(&mix, dim, MatrixExpConfig::default())?)
+                }
+            }
         }
         let base = config.base.build(&(&root / "base"), &[dim]);
         Ok(VectorFlow {

@@ -5,6 +5,10 @@
 //! end (atomically), stops with a clear error on a non-finite loss while keeping the last good
 //! checkpoint, and on Ctrl-C saves a checkpoint before returning.
 
+pub mod ema;
+
+pub use ema::Ema;
+
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::optim::Optimizer;
 use crate::{Error, Result};
@@ -16,14 +20,37 @@ use tch::{nn::VarStore, Tensor};
 
 /// The file name of a run's checkpoint inside its folder.
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+/// The file name of the best checkpoint (lowest evaluation score) inside a run folder.
+pub const BEST_CHECKPOINT_FILE: &str = "best.safetensors";
 /// The file name of a run's metrics log inside its folder.
 pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// The result of a periodic evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluation {
+    /// Metrics to log (e.g. `test_bits_per_dim`).
+    pub metrics: Vec<(String, f64)>,
+    /// The score to minimise: the best one so far is kept as `best.safetensors`.
+    pub score: f64,
+}
 
 /// What a trainer optimises.
 pub trait Objective {
     /// The loss of training step `step` (0-based) and extra scalars to log with it. Randomness
     /// should be derived from `step`, so a resumed run draws what the uninterrupted one would.
     fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)>;
+    /// Called after every optimiser step (e.g. to update a moving average of the weights).
+    fn after_step(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
+    /// A test-set evaluation after `step` steps (called every `eval_every` steps and at the end).
+    fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
+        Ok(None)
+    }
+    /// Extra tensors to keep in checkpoints (e.g. the moving average of the weights).
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
+    }
 }
 
 /// Settings of one run of the loop.
@@ -37,6 +64,8 @@ pub struct LoopSettings {
     pub config_toml: String,
     /// Whether to log per-group gradient norms.
     pub log_grad_stats: bool,
+    /// Evaluate every this many steps (and at the end); `None`: never.
+    pub eval_every: Option<u64>,
 }
 
 /// How the loop ended.
@@ -72,9 +101,13 @@ pub fn save_checkpoint(
     checkpoint::save(&settings.out_dir.join(CHECKPOINT_FILE), &tensors, &meta)
 }
 
-/// Restores model and optimiser from `dir`'s checkpoint; returns the step it was taken at and drops
-/// metrics lines written after it.
-pub fn resume(vs: &VarStore, optimizer: &mut Optimizer, dir: &Path) -> Result<u64> {
+/// Restores model and optimiser from `dir`'s checkpoint; returns the step it was taken at and all
+/// its tensors (for extra state), and drops metrics lines written after it.
+pub fn resume(
+    vs: &VarStore,
+    optimizer: &mut Optimizer,
+    dir: &Path,
+) -> Result<(u64, std::collections::BTreeMap<String, Tensor>)> {
     let path = dir.join(CHECKPOINT_FILE);
     let (tensors, meta) = checkpoint::load(&path)?;
     checkpoint::restore_vars(vs, &tensors, &path)?;
@@ -85,7 +118,7 @@ pub fn resume(vs: &VarStore, optimizer: &mut Optimizer, dir: &Path) -> Result<u6
         .collect();
     optimizer.load_state_tensors(&optim_state)?;
     truncate_metrics(&dir.join(METRICS_FILE), meta.step)?;
-    Ok(meta.step)
+    Ok((meta.step, tensors))
 }
 
 /// Keeps only the metrics lines whose step is at most `step`.
@@ -126,6 +159,18 @@ fn progress_bar(total: u64, start: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// The best evaluation score logged so far in a run folder (for resumed runs).
+fn previous_best(dir: &Path) -> f64 {
+    let Ok(text) = std::fs::read_to_string(dir.join(METRICS_FILE)) else { return f64::INFINITY };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get(SCORE_KEY).and_then(|s| s.as_f64()))
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// The metrics key under which the evaluation score is logged.
+pub const SCORE_KEY: &str = "eval_score";
+
 /// Runs steps `start_step..settings.steps` of `objective`.
 pub fn run(
     vs: &VarStore,
@@ -143,6 +188,7 @@ pub fn run(
     let started = Instant::now();
     let mut final_loss = f64::NAN;
     let mut last_saved = start_step;
+    let mut best_score = previous_best(&settings.out_dir);
     for step in start_step..settings.steps {
         optimizer.zero_grad();
         let (loss, extras) = objective.loss(step)?;
@@ -158,13 +204,31 @@ pub fn run(
         }
         loss.backward();
         let report = optimizer.step()?;
+        objective.after_step(step)?;
         final_loss = value;
         let done = step + 1;
-        if done % settings.log_every == 0 || done == settings.steps {
+        let evaluation = match settings.eval_every {
+            Some(every) if done % every == 0 || done == settings.steps => objective.evaluate(done)?,
+            _ => None,
+        };
+        if let Some(eval) = &evaluation {
+            if eval.score < best_score {
+                best_score = eval.score;
+                let extra = objective.extra_state();
+                save_checkpoint(vs, optimizer, extra, settings, done, BEST_CHECKPOINT_FILE)?;
+            }
+        }
+        if done % settings.log_every == 0 || done == settings.steps || evaluation.is_some() {
             let mut record = serde_json::json!({
                 "step": done, "loss": value, "lr": report.lr,
                 "time_s": started.elapsed().as_secs_f64(),
             });
+            if let Some(eval) = &evaluation {
+                record[SCORE_KEY] = serde_json::json!(eval.score);
+                for (k, v) in &eval.metrics {
+                    record[k.as_str()] = serde_json::json!(v);
+                }
+            }
             for (k, v) in &extras {
                 record[k.as_str()] = serde_json::json!(v);
             }
@@ -180,7 +244,7 @@ pub fn run(
         bar.inc(1);
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if done % settings.checkpoint_every == 0 || done == settings.steps || interrupted {
-            save_checkpoint(vs, optimizer, settings, done)?;
+            save_checkpoint(vs, optimizer, objective.extra_state(), settings, done, CHECKPOINT_FILE)?;
             last_saved = done;
         }
         if interrupted {

@@ -16,6 +16,10 @@ struct Cli {
     /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
     device: String,
+    /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice, which honours
+    /// OMP_NUM_THREADS). Small models run fastest with 1.
+    #[arg(long, global = true)]
+    threads: Option<i32>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,10 +63,27 @@ enum Command {
     },
     /// List the presets shipped in the binary.
     Presets,
+    /// Matrix tools.
+    Linalg {
+        #[command(subcommand)]
+        command: LinalgCommand,
+    },
     /// Manage data sets.
     Data {
         #[command(subcommand)]
         command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LinalgCommand {
+    /// Print, as JSON, the errors of the matrix identities (det exp A = exp tr A, exp(A) exp(-A) = I,
+    /// log exp A = A, ...) on random matrices of size n, with their error bounds.
+    Check {
+        #[arg(short = 'n', long, default_value_t = 16)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
 }
 
@@ -94,6 +115,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n >= 1, "--threads must be at least 1, got {n}");
+        tch::set_num_threads(n);
+    }
     match cli.command {
         Command::Data {
             command: DataCommand::Install { dataset, dir, from },
@@ -101,6 +126,9 @@ fn run(cli: Cli) -> Result<()> {
             let dir = dir.unwrap_or_else(genflow::data::default_data_dir);
             let report = genflow::data::install(dataset, &dir, from.as_deref())?;
             println!("{dataset} ready in {}", report.folder.display());
+        }
+        Command::Linalg { command: LinalgCommand::Check { n, seed } } => {
+            println!("{}", serde_json::to_string_pretty(&genflow::linalg::check::identity_report(n, seed)?)?);
         }
         Command::Presets => {
             for p in PRESETS {

@@ -1,0 +1,87 @@
+//! An exponential moving average of the trainable weights, `theta_ema <- d theta_ema + (1 - d) theta`,
+//! used for evaluation (Polyak averaging; as in Glow and Residual Flows' evaluation).
+
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use tch::{nn::VarStore, Tensor};
+
+/// The checkpoint prefix of the averaged weights.
+pub const EMA_PREFIX: &str = "ema.";
+
+/// Moving averages of every trainable variable of a store.
+#[derive(Debug)]
+pub struct Ema {
+    decay: f64,
+    /// `(name, live variable, average)`.
+    entries: Vec<(String, Tensor, Tensor)>,
+}
+
+impl Ema {
+    /// Averages of the trainable variables of `vs`, starting at their current values.
+    pub fn new(vs: &VarStore, decay: f64) -> Self {
+        let mut entries: Vec<(String, Tensor, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(name, t)| {
+                let avg = t.detach().copy();
+                (name, t, avg)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ema { decay, entries }
+    }
+
+    /// One averaging step after an optimiser step.
+    pub fn update(&mut self) {
+        tch::no_grad(|| {
+            for (_, live, avg) in &mut self.entries {
+                let _ = avg.g_mul_scalar_(self.decay);
+                let _ = avg.g_add_(&(live.detach() * (1.0 - self.decay)));
+            }
+        });
+    }
+
+    /// Exchanges the live weights and the averages (call twice to restore).
+    pub fn swap(&mut self) {
+        for (_, live, avg) in &mut self.entries {
+            let current = live.detach().copy();
+            crate::nn::assign(live, avg);
+            crate::nn::assign(avg, &current);
+        }
+    }
+
+    /// Runs `f` with the averaged weights in place, then restores the live ones.
+    pub fn with_averaged<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.swap();
+        let out = f();
+        self.swap();
+        out
+    }
+
+    /// The averages under `ema.<name>`, for checkpoints.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        self.entries.iter().map(|(n, _, a)| (format!("{EMA_PREFIX}{n}"), a.shallow_clone())).collect()
+    }
+
+    /// Restores the averages from checkpoint tensors (missing entries are an error).
+    pub fn load(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (name, _, avg) in &mut self.entries {
+            let key = format!("{EMA_PREFIX}{name}");
+            let saved = tensors.get(&key).ok_or_else(|| {
+                Error::config(format!("checkpoint lacks '{key}' although train.ema_decay is set"))
+            })?;
+            crate::nn::assign(avg, &saved.to_kind(avg.kind()).to_device(avg.device()));
+        }
+        Ok(())
+    }
+
+    /// Copies the averages into the live weights (for evaluating a loaded checkpoint).
+    pub fn load_into_weights(vs: &VarStore, tensors: &BTreeMap<String, Tensor>) {
+        for (name, t) in vs.variables() {
+            if let Some(avg) = tensors.get(&format!("{EMA_PREFIX}{name}")) {
+                crate::nn::assign(&t, &avg.to_kind(t.kind()).to_device(t.device()));
+            }
+        }
+    }
+}
