@@ -5,6 +5,8 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod linalg;
+pub mod metrics;
+pub mod models;
 pub mod nn;
 
 pub use error::{Error, Result};
