@@ -10,10 +10,10 @@
 
 use crate::data::toy::ToyDensity;
 use crate::data::DatasetName;
-use crate::models::{ClassifierConfig, ImageFlowConfig};
-use crate::distributions::{DiagonalGaussian, Distribution, StandardNormal};
+use crate::distributions::BaseKind;
 use crate::flows::FixedPointConfig;
 use crate::linalg::logdet::LogDetEstimator;
+use crate::models::{ClassifierConfig, ImageFlowConfig};
 use crate::nn::{ActivationKind, SpectralConfig};
 use crate::optim::OptimConfig;
 use crate::{Error, Result};
@@ -104,27 +104,6 @@ pub struct DataConfig {
 /// The default number of toy test samples.
 pub const TOY_TEST_SIZE: usize = 20_000;
 
-/// The base distribution of a flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum BaseKind {
-    /// `N(0, I)`.
-    #[default]
-    Normal,
-    /// A learned diagonal Gaussian.
-    DiagonalGaussian,
-}
-
-impl BaseKind {
-    /// Builds the base distribution over events of shape `event_shape`, parameters under `p`.
-    pub fn build(&self, p: &tch::nn::Path, event_shape: &[i64]) -> Box<dyn Distribution> {
-        match self {
-            BaseKind::Normal => Box::new(StandardNormal::new(event_shape)),
-            BaseKind::DiagonalGaussian => Box::new(DiagonalGaussian::new(p, event_shape)),
-        }
-    }
-}
-
 /// An always-invertible linear layer inserted after every i-ResNet block (SPEC section 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -188,6 +167,13 @@ pub struct TrainConfig {
     pub logdet: LogDetEstimator,
 }
 
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_log_every() -> u64 {
+    50
+}
+
 /// Evaluation settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +183,13 @@ pub struct EvalConfig {
     pub logdet: LogDetEstimator,
     #[serde(default)]
     pub inverse: FixedPointConfig,
+    /// Temperature of samples drawn for pictures (the base's standard deviation is scaled by it).
+    #[serde(default = "one")]
+    pub temperature: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn exact() -> LogDetEstimator {
@@ -208,6 +201,7 @@ impl Default for EvalConfig {
         EvalConfig {
             logdet: LogDetEstimator::Exact,
             inverse: FixedPointConfig::default(),
+            temperature: 1.0,
         }
     }
 }
@@ -245,27 +239,40 @@ fn missing(what: &str, task: Task) -> Error {
 impl RunConfig {
     /// The toy density of a `toy-density` run.
     pub fn toy_density(&self) -> Result<ToyDensity> {
-        self.data.density.ok_or_else(|| missing("data.density", self.task))
+        self.data
+            .density
+            .ok_or_else(|| missing("data.density", self.task))
     }
     /// The vector flow of a `toy-density` run.
     pub fn vector_model(&self) -> Result<&ModelConfig> {
-        self.model.as_ref().ok_or_else(|| missing("a [model] table", self.task))
+        self.model
+            .as_ref()
+            .ok_or_else(|| missing("a [model] table", self.task))
     }
     /// The image flow of an `image-density` run.
     pub fn image_flow(&self) -> Result<&ImageFlowConfig> {
-        self.image_model.as_ref().ok_or_else(|| missing("an [image_model] table", self.task))
+        self.image_model
+            .as_ref()
+            .ok_or_else(|| missing("an [image_model] table", self.task))
     }
     /// The classifier of a `classifier` run.
     pub fn classifier_model(&self) -> Result<&ClassifierConfig> {
-        self.classifier.as_ref().ok_or_else(|| missing("a [classifier] table", self.task))
+        self.classifier
+            .as_ref()
+            .ok_or_else(|| missing("a [classifier] table", self.task))
     }
     /// The image data set of an image run.
     pub fn dataset(&self) -> Result<DatasetName> {
-        self.data.dataset.ok_or_else(|| missing("data.dataset", self.task))
+        self.data
+            .dataset
+            .ok_or_else(|| missing("data.dataset", self.task))
     }
     /// The data folder.
     pub fn data_dir(&self) -> PathBuf {
-        self.data.dir.clone().unwrap_or_else(crate::data::default_data_dir)
+        self.data
+            .dir
+            .clone()
+            .unwrap_or_else(crate::data::default_data_dir)
     }
 
     /// Parses TOML text and validates it.
@@ -321,12 +328,17 @@ impl RunConfig {
             Task::ToyDensity => {
                 self.toy_density()?;
                 let model = self.vector_model()?;
-                model.spectral.validate().map_err(|e| Error::config(format!("model.spectral: {e}")))?;
+                model
+                    .spectral
+                    .validate()
+                    .map_err(|e| Error::config(format!("model.spectral: {e}")))?;
                 if model.blocks == 0 {
                     return Err(Error::config("model.blocks must be positive"));
                 }
                 if let Some(w) = model.hidden.iter().find(|&&w| w <= 0) {
-                    return Err(Error::config(format!("model.hidden widths must be positive, got {w}")));
+                    return Err(Error::config(format!(
+                        "model.hidden widths must be positive, got {w}"
+                    )));
                 }
                 if self.train.steps.is_none() {
                     return Err(Error::config("toy runs need train.steps"));
@@ -334,11 +346,15 @@ impl RunConfig {
             }
             Task::ImageDensity => {
                 self.dataset()?;
-                self.image_flow()?.validate().map_err(|e| Error::config(format!("image_model: {e}")))?;
+                self.image_flow()?
+                    .validate()
+                    .map_err(|e| Error::config(format!("image_model: {e}")))?;
             }
             Task::Classifier => {
                 self.dataset()?;
-                self.classifier_model()?.validate().map_err(|e| Error::config(format!("classifier: {e}")))?;
+                self.classifier_model()?
+                    .validate()
+                    .map_err(|e| Error::config(format!("classifier: {e}")))?;
             }
         }
         if self.train.steps.is_none() && self.train.epochs.is_none() {
@@ -346,7 +362,9 @@ impl RunConfig {
         }
         if let Some(d) = self.train.ema_decay {
             if !(0.0..1.0).contains(&d) {
-                return Err(Error::config(format!("train.ema_decay must lie in [0, 1), got {d}")));
+                return Err(Error::config(format!(
+                    "train.ema_decay must lie in [0, 1), got {d}"
+                )));
             }
         }
         let positive = [
@@ -355,9 +373,15 @@ impl RunConfig {
             ("train.batch_size", self.train.batch_size),
             ("train.checkpoint_every", self.train.checkpoint_every as i64),
             ("train.log_every", self.train.log_every as i64),
-            ("train.eval_every", self.train.eval_every.unwrap_or(1) as i64),
+            (
+                "train.eval_every",
+                self.train.eval_every.unwrap_or(1) as i64,
+            ),
             ("data.test_size", self.data.test_size.unwrap_or(1) as i64),
-            ("data.train_subset", self.data.train_subset.unwrap_or(1) as i64),
+            (
+                "data.train_subset",
+                self.data.train_subset.unwrap_or(1) as i64,
+            ),
         ];
         for (key, v) in positive {
             if v <= 0 {

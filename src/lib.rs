@@ -15,6 +15,7 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod linalg;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod optim;

@@ -15,7 +15,12 @@ use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
 
 /// Trains `config` into `out_dir` (continuing from its checkpoint when `resume`).
-pub fn train(config: &RunConfig, out_dir: &Path, resume: bool, device: Device) -> Result<LoopOutcome> {
+pub fn train(
+    config: &RunConfig,
+    out_dir: &Path,
+    resume: bool,
+    device: Device,
+) -> Result<LoopOutcome> {
     match config.task {
         Task::ToyDensity => toy_density::train(config, out_dir, resume, device),
         Task::ImageDensity => image_density::train(config, out_dir, resume, device),
@@ -39,7 +44,9 @@ pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> 
     match config.task {
         Task::ToyDensity => toy_density::sample(run_dir, n, out, device),
         Task::ImageDensity => image_density::sample(run_dir, n, out, device),
-        Task::Classifier => Err(Error::config("classifier runs have no samples; use `genflow eval`")),
+        Task::Classifier => Err(Error::config(
+            "classifier runs have no samples; use `genflow eval`",
+        )),
     }
 }
 
@@ -55,9 +62,14 @@ pub(crate) const TEST_STREAM: u64 = 3;
 pub(crate) const SAMPLE_STREAM: u64 = 4;
 
 /// The checkpoint of a run folder with its configuration: `(config, tensors, path)`.
-pub fn load_checkpoint(run_dir: &Path) -> Result<(RunConfig, BTreeMap<String, Tensor>, std::path::PathBuf)> {
+pub fn load_checkpoint(
+    run_dir: &Path,
+) -> Result<(RunConfig, BTreeMap<String, Tensor>, std::path::PathBuf)> {
     if !run_dir.is_dir() {
-        return Err(Error::file(run_dir, "run folder not found (train one with `genflow train --out DIR`)"));
+        return Err(Error::file(
+            run_dir,
+            "run folder not found (train one with `genflow train --out DIR`)",
+        ));
     }
     let path = run_dir.join(CHECKPOINT_FILE);
     let (tensors, meta) = checkpoint::load(&path)?;
@@ -91,6 +103,110 @@ pub(crate) fn start_run(
         log_grad_stats: config.optim.log_grad_stats,
         eval_every,
     };
-    checkpoint::write_atomically(&out_dir.join("config.toml"), settings.config_toml.as_bytes())?;
+    checkpoint::write_atomically(
+        &out_dir.join("config.toml"),
+        settings.config_toml.as_bytes(),
+    )?;
     Ok((optimizer, start, tensors, settings))
+}
+
+/// The largest `prod_i |W_hat_i|_2` over the residual functions of a model (an upper bound on
+/// every block's `Lip(g)`), computed exactly per layer.
+pub(crate) fn lipschitz_max(nets: &[&crate::nn::ResidualNet]) -> Result<f64> {
+    nets.iter()
+        .map(|g| g.lipschitz_bound())
+        .try_fold(0.0, |acc: f64, l| Ok(acc.max(l?)))
+}
+
+/// The training and test sets of an image run (the first `data.train_subset` training images).
+pub(crate) fn load_image_data(
+    config: &RunConfig,
+) -> Result<(crate::data::ImageDataset, crate::data::ImageDataset)> {
+    use crate::data::{load, Split};
+    let (name, dir) = (config.dataset()?, config.data_dir());
+    let mut train_set = load(name, Split::Train, &dir)?;
+    if let Some(n) = config.data.train_subset {
+        train_set = train_set.subset(n.min(train_set.len()))?;
+    }
+    Ok((train_set, load(name, Split::Test, &dir)?))
+}
+
+/// Optimiser steps per epoch and the total steps of an image run.
+pub(crate) fn image_run_steps(config: &RunConfig, train_len: usize) -> (u64, u64) {
+    let batch = config.train.batch_size as u64;
+    let per_epoch = (train_len as u64).div_ceil(batch).max(1);
+    let total = config
+        .train
+        .steps
+        .unwrap_or_else(|| config.train.epochs.unwrap_or(1) * per_epoch);
+    (per_epoch, total)
+}
+
+/// The batch of training step `step`: epoch `step / per_epoch` visits the images in an order
+/// drawn from the run seed and the epoch, so a resumed run sees what the uninterrupted one would.
+pub(crate) fn training_batch(
+    data: &crate::data::ImageDataset,
+    seed: u64,
+    step: u64,
+    batch_size: i64,
+) -> Result<(Tensor, Tensor)> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let n = data.len();
+    let per_epoch = n.div_ceil(batch_size as usize).max(1) as u64;
+    let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(derived_seed(
+        seed,
+        DATA_STREAM,
+        epoch,
+    )));
+    let start = index * batch_size as usize;
+    let chosen = &order[start..(start + batch_size as usize).min(n)];
+    let idx = Tensor::from_slice(chosen);
+    Ok((
+        data.images.index_select(0, &idx),
+        data.labels.index_select(0, &idx),
+    ))
+}
+
+/// Draws `curves.png` from a run's `metrics.jsonl`: training loss and every `test_*` metric
+/// against the step.
+pub(crate) fn write_curves(out_dir: &Path, title: &str) -> Result<()> {
+    let text = std::fs::read_to_string(out_dir.join(train::METRICS_FILE)).unwrap_or_default();
+    let mut series: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for record in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let Some(step) = record.get("step").and_then(|s| s.as_f64()) else {
+            continue;
+        };
+        if let Some(fields) = record.as_object() {
+            for (k, v) in fields {
+                if k == "loss" || k.starts_with("test_") {
+                    if let Some(v) = v.as_f64() {
+                        series.entry(k.clone()).or_default().push((step, v));
+                    }
+                }
+            }
+        }
+    }
+    let series: Vec<crate::plots::Series> = series
+        .into_iter()
+        .map(|(name, points)| crate::plots::Series { name, points })
+        .collect();
+    if series.is_empty() {
+        return Ok(());
+    }
+    crate::plots::save_curves(title, "step", "value", &series, &out_dir.join("curves.png"))
+}
+
+/// The parameter store of the model a configuration describes (e.g. to list optimiser groups).
+pub fn model_store(config: &RunConfig, device: Device) -> Result<VarStore> {
+    Ok(match config.task {
+        Task::ToyDensity => crate::models::VectorFlow::new(config.vector_model()?, 2, device)?.vs,
+        Task::ImageDensity => image_density::build(config, device)?.0,
+        Task::Classifier => classifier::build(config, device)?.0,
+    })
 }

@@ -1,14 +1,13 @@
 //! i-ResNet density estimation on 2-D toy data: training, evaluation against the true density, and
 //! sampling.
 
+use super::{derived_seed, DATA_STREAM, PROBE_STREAM, SAMPLE_STREAM, TEST_STREAM};
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::flows::{FlowContext, Transform};
 use crate::models::VectorFlow;
-use crate::optim::Optimizer;
 use crate::plots;
 use crate::train::{self, LoopOutcome, Objective};
-use super::{derived_seed, DATA_STREAM, PROBE_STREAM, SAMPLE_STREAM, TEST_STREAM};
 use crate::{Error, Result};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -30,8 +29,7 @@ impl Objective for ToyObjective<'_> {
         let seed = self.config.seed;
         let x = self
             .config
-            .data
-            .density
+            .toy_density()?
             .sample(
                 self.config.train.batch_size as usize,
                 derived_seed(seed, DATA_STREAM, step),
@@ -59,7 +57,11 @@ pub fn train(
     let steps = config.train.steps.unwrap_or(0);
     let (mut optimizer, start, _, settings) =
         super::start_run(&model.vs, config, out_dir, resume, steps, None)?;
-    let mut objective = ToyObjective { model: &model, config, device };
+    let mut objective = ToyObjective {
+        model: &model,
+        config,
+        device,
+    };
     let outcome = train::run(&model.vs, &mut optimizer, &mut objective, &settings, start)?;
     write_pictures(&model, config, out_dir, device)?;
     Ok(outcome)
@@ -131,11 +133,11 @@ pub fn draw_samples(
 pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
     let (config, model) = load_run(run_dir, device)?;
     let density = config.toy_density()?;
-    let test_size = config.data.test_size.unwrap_or(crate::config::TOY_TEST_SIZE);
-    let test = density.sample(
-        test_size,
-        derived_seed(config.seed, TEST_STREAM, 1),
-    );
+    let test_size = config
+        .data
+        .test_size
+        .unwrap_or(crate::config::TOY_TEST_SIZE);
+    let test = density.sample(test_size, derived_seed(config.seed, TEST_STREAM, 1));
     let x = test.to_kind(Kind::Float).to_device(device);
     let mut nll_sum = 0.0;
     for chunk in x.split(4096, 0) {
@@ -167,6 +169,11 @@ pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
         .collect::<Result<Vec<f64>>>()?
         .into_iter()
         .fold(0.0, f64::max);
+    let model_config = config.vector_model()?;
+    let lipschitz_target = model_config
+        .spectral
+        .coeff
+        .powi(model_config.hidden.len() as i32 + 1);
     let mut report = serde_json::json!({
         "density": density.to_string(),
         "test_size": test_size,
@@ -175,10 +182,7 @@ pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
         "inverse_iters_max": stats.max_iters,
         "inverse_residual_max": stats.max_residual,
         "lipschitz_max": lipschitz_max,
-        "lipschitz_target": {
-            let m = config.vector_model()?;
-            m.spectral.coeff.powi(m.hidden.len() as i32 + 1)
-        },
+        "lipschitz_target": lipschitz_target,
     });
     if let Some(t) = true_nll {
         report["true_nll_nats"] = serde_json::json!(t);

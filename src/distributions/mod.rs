@@ -6,6 +6,28 @@ use tch::{nn::Path, Device, Kind, Tensor};
 /// `ln(2 pi)`.
 const LN_2PI: f64 = 1.8378770664093453;
 
+/// Which base distribution a flow uses (configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseKind {
+    /// `N(0, I)`.
+    #[default]
+    #[serde(alias = "normal")]
+    StandardNormal,
+    /// `N(mu, diag(sigma^2))` with learned `mu` and `ln sigma`, initialised at `N(0, I)`.
+    DiagonalGaussian,
+}
+
+impl BaseKind {
+    /// Builds the distribution over events of shape `event_shape`, parameters under `p`.
+    pub fn build(&self, p: &Path, event_shape: &[i64]) -> Box<dyn Distribution> {
+        match self {
+            BaseKind::StandardNormal => Box::new(StandardNormal::new(event_shape)),
+            BaseKind::DiagonalGaussian => Box::new(DiagonalGaussian::new(p, event_shape)),
+        }
+    }
+}
+
 /// A distribution over tensors of a fixed event shape (the batch is the first dimension).
 pub trait Distribution: std::fmt::Debug {
     /// `log p(z)` per sample, shape `[batch]`.

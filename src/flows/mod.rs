@@ -6,16 +6,29 @@
 //! | [`ActNorm`] | `(x + b) e^s` per channel | `H W sum s` |
 //! | [`RankOneExp`] | `prod_i exp(x_i y_i^T)` over channels | `H W sum_i y_i^T x_i` |
 //! | [`MatrixExpConv1x1`] | `exp(A)` over channels | `H W tr A` |
+//! | [`Squeeze`] | space-to-depth 2x2 | 0 |
+//! | [`LogitTransform`] | `logit(a + (1 - 2a) x)` | closed form |
+//! | [`Dequantize`] | `(x + u) / L` | `-D ln L` |
+//! | [`InjectivePad`] | zero channels appended (injective) | - |
+//! | [`MultiScale`] | levels with squeeze and factor-out | sum of levels |
 pub mod actnorm;
+pub mod dequantize;
 pub mod flow;
 pub mod iresnet;
 pub mod matrix_exp;
+pub mod multiscale;
+pub mod padding;
 pub mod rank_one_exp;
+pub mod squeeze;
 pub mod transform;
 
 pub use actnorm::ActNorm;
+pub use dequantize::{Dequantize, LogitTransform};
 pub use flow::Flow;
 pub use iresnet::IResBlock;
 pub use matrix_exp::{MatrixExpConfig, MatrixExpConv1x1};
+pub use multiscale::MultiScale;
+pub use padding::InjectivePad;
 pub use rank_one_exp::{RankOneExp, RankOneExpConfig};
+pub use squeeze::Squeeze;
 pub use transform::{FixedPointConfig, FlowContext, InverseStats, Sequential, Transform};

@@ -1,4 +1,10 @@
-//! Model builders: turn a validated configuration into a flow whose parameters live in a `VarStore`.
+//! Model builders: turn a validated configuration into a flow or classifier whose parameters live in
+//! a `VarStore`: the vector i-ResNet flow (toys, tabular), the multi-scale image flow and the i-ResNet
+//! classifier.
+pub mod classifier;
+pub mod image_flow;
 pub mod vector_flow;
 
+pub use classifier::{ClassifierConfig, IResNetClassifier};
+pub use image_flow::{ImageFlow, ImageFlowConfig};
 pub use vector_flow::VectorFlow;

@@ -49,9 +49,11 @@ impl VectorFlow {
                 MixingLayer::RankOneExp => {
                     transform.push(RankOneExp::new(&mix, dim, RankOneExpConfig::default())?)
                 }
-                MixingLayer::MatrixExp => {
-                    transform.push(MatrixExpConv1x1::new(&mix, dim, MatrixExpConfig::default())?)
-                }
+                MixingLayer::MatrixExp => transform.push(MatrixExpConv1x1::new(
+                    &mix,
+                    dim,
+                    MatrixExpConfig::default(),
+                )?),
             }
         }
         let base = config.base.build(&(&root / "base"), &[dim]);

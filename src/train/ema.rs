@@ -61,7 +61,10 @@ impl Ema {
 
     /// The averages under `ema.<name>`, for checkpoints.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        self.entries.iter().map(|(n, _, a)| (format!("{EMA_PREFIX}{n}"), a.shallow_clone())).collect()
+        self.entries
+            .iter()
+            .map(|(n, _, a)| (format!("{EMA_PREFIX}{n}"), a.shallow_clone()))
+            .collect()
     }
 
     /// Restores the averages from checkpoint tensors (missing entries are an error).
@@ -69,7 +72,9 @@ impl Ema {
         for (name, _, avg) in &mut self.entries {
             let key = format!("{EMA_PREFIX}{name}");
             let saved = tensors.get(&key).ok_or_else(|| {
-                Error::config(format!("checkpoint lacks '{key}' although train.ema_decay is set"))
+                Error::config(format!(
+                    "checkpoint lacks '{key}' although train.ema_decay is set"
+                ))
             })?;
             crate::nn::assign(avg, &saved.to_kind(avg.kind()).to_device(avg.device()));
         }

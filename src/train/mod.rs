@@ -84,21 +84,25 @@ fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 }
 
-/// Saves the model variables and optimiser state after `step` steps.
+/// Saves the model variables, optimiser state and the objective's extra state after `step` steps
+/// into `file` inside the run folder.
 pub fn save_checkpoint(
     vs: &VarStore,
     optimizer: &Optimizer,
+    extra: Vec<(String, Tensor)>,
     settings: &LoopSettings,
     step: u64,
+    file: &str,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     tensors.extend(optimizer.state_tensors());
+    tensors.extend(extra);
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let meta = CheckpointMeta {
         step,
         config_toml: settings.config_toml.clone(),
     };
-    checkpoint::save(&settings.out_dir.join(CHECKPOINT_FILE), &tensors, &meta)
+    checkpoint::save(&settings.out_dir.join(file), &tensors, &meta)
 }
 
 /// Restores model and optimiser from `dir`'s checkpoint; returns the step it was taken at and all
@@ -161,7 +165,9 @@ fn progress_bar(total: u64, start: u64) -> indicatif::ProgressBar {
 
 /// The best evaluation score logged so far in a run folder (for resumed runs).
 fn previous_best(dir: &Path) -> f64 {
-    let Ok(text) = std::fs::read_to_string(dir.join(METRICS_FILE)) else { return f64::INFINITY };
+    let Ok(text) = std::fs::read_to_string(dir.join(METRICS_FILE)) else {
+        return f64::INFINITY;
+    };
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get(SCORE_KEY).and_then(|s| s.as_f64()))
@@ -208,7 +214,9 @@ pub fn run(
         final_loss = value;
         let done = step + 1;
         let evaluation = match settings.eval_every {
-            Some(every) if done % every == 0 || done == settings.steps => objective.evaluate(done)?,
+            Some(every) if done % every == 0 || done == settings.steps => {
+                objective.evaluate(done)?
+            }
             _ => None,
         };
         if let Some(eval) = &evaluation {
@@ -244,7 +252,14 @@ pub fn run(
         bar.inc(1);
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if done % settings.checkpoint_every == 0 || done == settings.steps || interrupted {
-            save_checkpoint(vs, optimizer, objective.extra_state(), settings, done, CHECKPOINT_FILE)?;
+            save_checkpoint(
+                vs,
+                optimizer,
+                objective.extra_state(),
+                settings,
+                done,
+                CHECKPOINT_FILE,
+            )?;
             last_saved = done;
         }
         if interrupted {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use genflow::apps::toy_density;
+use genflow::apps;
 use genflow::config::{RunConfig, PRESETS};
 use std::path::PathBuf;
 
@@ -127,8 +127,13 @@ fn run(cli: Cli) -> Result<()> {
             let report = genflow::data::install(dataset, &dir, from.as_deref())?;
             println!("{dataset} ready in {}", report.folder.display());
         }
-        Command::Linalg { command: LinalgCommand::Check { n, seed } } => {
-            println!("{}", serde_json::to_string_pretty(&genflow::linalg::check::identity_report(n, seed)?)?);
+        Command::Linalg {
+            command: LinalgCommand::Check { n, seed },
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&genflow::linalg::check::identity_report(n, seed)?)?
+            );
         }
         Command::Presets => {
             for p in PRESETS {
@@ -145,8 +150,8 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = RunConfig::resolve(&config, &overrides)?;
             let device = genflow::device::select(&cli.device)?;
             if print_groups {
-                let model = genflow::models::VectorFlow::new(&cfg.model, 2, device)?;
-                let optimizer = genflow::optim::Optimizer::new(&model.vs, &cfg.optim)?;
+                let vs = genflow::apps::model_store(&cfg, device)?;
+                let optimizer = genflow::optim::Optimizer::new(&vs, &cfg.optim)?;
                 for a in optimizer.assignments() {
                     let state = if a.frozen { "frozen" } else { "trained" };
                     println!(
@@ -162,7 +167,7 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             tracing::info!("training {config} on {device:?} into {}", out.display());
-            let outcome = toy_density::train(&cfg, &out, resume, device)?;
+            let outcome = apps::train(&cfg, &out, resume, device)?;
             tracing::info!(
                 "done: step {} loss {:.4} in {:.1}s; pictures in {}",
                 outcome.last_step,
@@ -172,7 +177,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Eval { run, json } => {
-            let report = toy_density::evaluate(&run, genflow::device::select(&cli.device)?)?;
+            let report = apps::evaluate(&run, genflow::device::select(&cli.device)?)?;
             if json {
                 println!("{report}");
             } else {
@@ -180,7 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Sample { run, n, out } => {
-            toy_density::sample(&run, n, &out, genflow::device::select(&cli.device)?)?;
+            apps::sample(&run, n, &out, genflow::device::select(&cli.device)?)?;
             println!("wrote {n} samples to {}", out.display());
         }
     }

@@ -1,0 +1,225 @@
+//! i-ResNet density estimation on images: training with test bits/dim every epoch, an EMA of the
+//! weights for evaluation, best and last checkpoints, samples, reconstructions and curves.
+
+use super::{derived_seed, PROBE_STREAM, SAMPLE_STREAM, TEST_STREAM};
+use crate::checkpoint;
+use crate::config::RunConfig;
+use crate::data::ImageDataset;
+use crate::flows::FlowContext;
+use crate::models::ImageFlow;
+use crate::plots;
+use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective};
+use crate::{Error, Result};
+use std::path::Path;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// Images per evaluation batch.
+const EVAL_BATCH: i64 = 256;
+/// Test images shown in `reconstructions.png`.
+const RECONSTRUCTED: i64 = 32;
+
+/// Maximum likelihood (mean bits/dim) on the training set.
+struct DensityObjective<'a> {
+    model: &'a ImageFlow,
+    config: &'a RunConfig,
+    train_set: &'a ImageDataset,
+    test_set: ImageDataset,
+    ema: Option<Ema>,
+    device: Device,
+}
+
+impl Objective for DensityObjective<'_> {
+    fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)> {
+        let (x, _) = super::training_batch(
+            self.train_set,
+            self.config.seed,
+            step,
+            self.config.train.batch_size,
+        )?;
+        let seed = derived_seed(self.config.seed, PROBE_STREAM, step);
+        tch::manual_seed(seed as i64);
+        let mut ctx = FlowContext::train(self.config.train.logdet, seed);
+        let bpd = self
+            .model
+            .bits_per_dim(&x.to_device(self.device), &mut ctx)?
+            .mean(Kind::Float);
+        Ok((bpd, Vec::new()))
+    }
+
+    fn after_step(&mut self, _step: u64) -> Result<()> {
+        if let Some(ema) = &mut self.ema {
+            ema.update();
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
+        let (model, config, test, device) = (self.model, self.config, &self.test_set, self.device);
+        let bpd = match &mut self.ema {
+            Some(ema) => ema.with_averaged(|| test_bits_per_dim(model, config, test, device))?,
+            None => test_bits_per_dim(model, config, test, device)?,
+        };
+        Ok(Some(Evaluation {
+            metrics: vec![("test_bits_per_dim".into(), bpd)],
+            score: bpd,
+        }))
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        self.ema.as_ref().map(Ema::state).unwrap_or_default()
+    }
+}
+
+/// Mean bits/dim over a test set with the evaluation estimator (fixed dequantisation noise).
+pub fn test_bits_per_dim(
+    model: &ImageFlow,
+    config: &RunConfig,
+    test: &ImageDataset,
+    device: Device,
+) -> Result<f64> {
+    tch::manual_seed(derived_seed(config.seed, TEST_STREAM, 0) as i64);
+    let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
+    let mut total = 0.0;
+    for chunk in test.images.split(EVAL_BATCH, 0) {
+        let bpd = tch::no_grad(|| model.bits_per_dim(&chunk.to_device(device), &mut ctx))?;
+        total += bpd
+            .to_kind(Kind::Double)
+            .sum(Kind::Double)
+            .double_value(&[]);
+    }
+    Ok(total / test.len() as f64)
+}
+
+pub(crate) fn build(config: &RunConfig, device: Device) -> Result<(VarStore, ImageFlow)> {
+    tch::manual_seed(config.seed as i64);
+    let vs = VarStore::new(device);
+    let model = ImageFlow::new(&vs.root(), config.image_flow()?)?;
+    Ok((vs, model))
+}
+
+/// Trains an image density model; writes `samples.png`, `reconstructions.png` and `curves.png`.
+pub fn train(
+    config: &RunConfig,
+    out_dir: &Path,
+    resume: bool,
+    device: Device,
+) -> Result<LoopOutcome> {
+    let (train_set, test_set) = super::load_image_data(config)?;
+    let test_set = match config.data.test_size {
+        Some(n) => test_set.subset(n.min(test_set.len()))?,
+        None => test_set,
+    };
+    let (vs, model) = build(config, device)?;
+    let (per_epoch, steps) = super::image_run_steps(config, train_set.len());
+    let eval_every = Some(config.train.eval_every.unwrap_or(per_epoch));
+    let (mut optimizer, start, tensors, settings) =
+        super::start_run(&vs, config, out_dir, resume, steps, eval_every)?;
+    let mut ema = config.train.ema_decay.map(|d| Ema::new(&vs, d));
+    if let (Some(ema), true) = (&mut ema, resume) {
+        ema.load(&tensors)?;
+    }
+    let mut objective = DensityObjective {
+        model: &model,
+        config,
+        train_set: &train_set,
+        test_set,
+        ema,
+        device,
+    };
+    let outcome = train::run(&vs, &mut optimizer, &mut objective, &settings, start)?;
+    if let Some(ema) = &mut objective.ema {
+        ema.swap();
+    }
+    write_pictures(&model, config, &objective.test_set, out_dir, device)?;
+    super::write_curves(out_dir, "i-ResNet density: loss and test bits/dim")?;
+    Ok(outcome)
+}
+
+fn write_pictures(
+    model: &ImageFlow,
+    config: &RunConfig,
+    test: &ImageDataset,
+    out_dir: &Path,
+    device: Device,
+) -> Result<()> {
+    let samples = draw_samples(model, config, 64, device)?;
+    plots::save_image_grid(&samples, 8, &out_dir.join("samples.png"))?;
+    let (x, x_hat, _) = reconstruct(model, config, test, RECONSTRUCTED, device)?;
+    let both = Tensor::cat(&[x, x_hat], 0);
+    plots::save_image_grid(&both, 8, &out_dir.join("reconstructions.png"))
+}
+
+/// `n` samples at the configured temperature, scaled to `[0, 1]`, on the CPU.
+fn draw_samples(model: &ImageFlow, config: &RunConfig, n: i64, device: Device) -> Result<Tensor> {
+    tch::manual_seed(derived_seed(config.seed, SAMPLE_STREAM, 0) as i64);
+    let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
+    ctx.inverse = config.eval.inverse;
+    let _ = device;
+    Ok(model
+        .sample(n, config.eval.temperature, &mut ctx)?
+        .clamp(0.0, 1.0)
+        .to_device(Device::Cpu))
+}
+
+/// The first `n` test images (scaled to `[0, 1)`), their reconstructions `f^{-1}(f(x))`, and the
+/// inversion statistics.
+fn reconstruct(
+    model: &ImageFlow,
+    config: &RunConfig,
+    test: &ImageDataset,
+    n: i64,
+    device: Device,
+) -> Result<(Tensor, Tensor, crate::flows::InverseStats)> {
+    let levels = config.image_flow()?.levels as f64;
+    let x = (test
+        .images
+        .narrow(0, 0, n.min(test.len() as i64))
+        .to_kind(Kind::Float)
+        + 0.5)
+        / levels;
+    let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
+    ctx.inverse = config.eval.inverse;
+    let (x_hat, _) = model.reconstruct(&x.to_device(device), &mut ctx)?;
+    Ok((x, x_hat.to_device(Device::Cpu), ctx.inverse_stats))
+}
+
+/// Loads a run with the averaged weights when the run kept them.
+fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VarStore, ImageFlow)> {
+    let (config, tensors, path) = super::load_checkpoint(run_dir)?;
+    let (vs, model) = build(&config, device)?;
+    checkpoint::restore_vars(&vs, &tensors, &path)?;
+    Ema::load_into_weights(&vs, &tensors);
+    Ok((config, vs, model))
+}
+
+/// `genflow eval` of an image density run: bits/dim on the whole test set, inversion of test
+/// images, and the Lipschitz constants.
+pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
+    let (config, _vs, model) = load_run(run_dir, device)?;
+    let (_, test) = super::load_image_data(&config)?;
+    let bpd = test_bits_per_dim(&model, &config, &test, device)?;
+    let (x, x_hat, stats) = reconstruct(&model, &config, &test, EVAL_BATCH, device)?;
+    let err = (x_hat - x).abs().max().double_value(&[]);
+    Ok(serde_json::json!({
+        "dataset": config.dataset()?.to_string(),
+        "test_images": test.len(),
+        "test_bits_per_dim": bpd,
+        "logdet_estimator": serde_json::to_value(config.eval.logdet).map_err(|e| Error::config(e.to_string()))?,
+        "inverse_max_abs_err": err,
+        "inverse_iters_max": stats.max_iters,
+        "inverse_residual_max": stats.max_residual,
+        "lipschitz_max": super::lipschitz_max(&model.residual_nets())?,
+    }))
+}
+
+/// Writes an 8-wide grid of `n` samples to a PNG file.
+pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> {
+    if out.extension().and_then(|e| e.to_str()) != Some("png") {
+        return Err(Error::config(format!(
+            "--out {} must end in .png for image runs",
+            out.display()
+        )));
+    }
+    let (config, _vs, model) = load_run(run_dir, device)?;
+    plots::save_image_grid(&draw_samples(&model, &config, n, device)?, 8, out)
+}
