@@ -6,7 +6,8 @@ use common::{randn, seed_lock};
 use genflow::flows::FlowContext;
 use genflow::linalg::logdet::{per_sample_sum, LogDetEstimator};
 use genflow::metrics::bits_per_dim;
-use genflow::models::{BaseKind, ClassifierConfig, IResNetClassifier, ImageFlow, ImageFlowConfig};
+use genflow::distributions::BaseKind;
+use genflow::models::{ClassifierConfig, IResNetClassifier, ImageFlow, ImageFlowConfig};
 use genflow::nn::{assign, ActivationKind};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 

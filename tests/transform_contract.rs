@@ -14,8 +14,8 @@ mod common;
 
 use common::{autograd_jacobian, logabsdet, randn, seed_lock};
 use genflow::flows::{
-    ActNorm, Dequantize, FlowContext, IResBlock, LogitTransform, MultiScale, Sequential, Squeeze,
-    Transform,
+    ActNorm, Dequantize, FlowContext, IResBlock, LogitTransform, MatrixExpConfig, MatrixExpConv1x1,
+    MultiScale, RankOneExp, RankOneExpConfig, Sequential, Squeeze, Transform,
 };
 use genflow::linalg::logdet::LogDetEstimator;
 use genflow::models::{ImageFlow, ImageFlowConfig};
@@ -245,8 +245,35 @@ fn cases() -> Vec<Case> {
         case_dequantize(),
         case_multiscale(),
         case_image_flow(),
-        // ---- LEAD: add RankOneExp and MatrixExpConv1x1 cases here (same `Case` shape) ----
+        case_rank_one_exp(&[3, 5]),
+        case_rank_one_exp(&[2, 3, 4, 4]),
+        case_matrix_exp(&[3, 5]),
+        case_matrix_exp(&[2, 3, 4, 4]),
     ]
+}
+
+/// `RankOneExp` over the channels of a dense (`[B, C]`) or image (`[B, C, H, W]`) input.
+fn case_rank_one_exp(shape: &[i64]) -> Case {
+    let vs = f64_store();
+    let layer = RankOneExp::new(&vs.root(), shape[1], RankOneExpConfig::default()).unwrap();
+    let name = if shape.len() == 2 {
+        "rank_one_exp_dense"
+    } else {
+        "rank_one_exp_conv"
+    };
+    case(name, vs, Box::new(layer), randn(shape, 10), shape)
+}
+
+/// `MatrixExpConv1x1` over the channels of a dense or image input.
+fn case_matrix_exp(shape: &[i64]) -> Case {
+    let vs = f64_store();
+    let layer = MatrixExpConv1x1::new(&vs.root(), shape[1], MatrixExpConfig::default()).unwrap();
+    let name = if shape.len() == 2 {
+        "matrix_exp_dense"
+    } else {
+        "matrix_exp_conv"
+    };
+    case(name, vs, Box::new(layer), randn(shape, 11), shape)
 }
 
 fn check_shapes(c: &Case) {

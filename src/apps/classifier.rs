@@ -152,6 +152,7 @@ pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
     let (vs, model) = build(&config, device)?;
     checkpoint::restore_vars(&vs, &tensors, &path)?;
     Ema::load_into_weights(&vs, &tensors);
+    super::refine_for_evaluation(&model.residual_nets());
     let (_, test) = super::load_image_data(&config)?;
     let accuracy = test_accuracy(&model, &test, device)?;
     let x = scale(

@@ -189,6 +189,7 @@ fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VarStore, Imag
     let (vs, model) = build(&config, device)?;
     checkpoint::restore_vars(&vs, &tensors, &path)?;
     Ema::load_into_weights(&vs, &tensors);
+    super::refine_for_evaluation(&model.residual_nets());
     Ok((config, vs, model))
 }
 

@@ -210,3 +210,17 @@ pub fn model_store(config: &RunConfig, device: Device) -> Result<VarStore> {
         Task::Classifier => classifier::build(config, device)?.0,
     })
 }
+
+/// Tolerance of the power iterations run before evaluation.
+const EVAL_POWER_TOL: f64 = 1e-7;
+/// Most power iterations per layer before evaluation.
+const EVAL_POWER_MAX_ITER: usize = 2000;
+
+/// Runs every layer's power iteration to convergence before evaluation, so that the normalised
+/// weights use the true spectral norms (training runs only a few iterations per step, so the stored
+/// vectors lag the weights slightly) and `Lip(g) <= c^L` holds as certified.
+pub(crate) fn refine_for_evaluation(nets: &[&crate::nn::ResidualNet]) {
+    for g in nets {
+        g.refine_spectral_norms(EVAL_POWER_TOL, EVAL_POWER_MAX_ITER);
+    }
+}

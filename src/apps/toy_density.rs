@@ -72,6 +72,7 @@ pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VectorFlow
     let (config, tensors, path) = super::load_checkpoint(run_dir)?;
     let model = VectorFlow::new(config.vector_model()?, 2, device)?;
     checkpoint::restore_vars(&model.vs, &tensors, &path)?;
+    super::refine_for_evaluation(&model.flow.transform.residual_nets());
     Ok((config, model))
 }
 

@@ -10,6 +10,9 @@ use crate::nn::assign;
 use crate::{Error, Result};
 use tch::{nn::Path, Tensor};
 
+/// Channels whose batch standard deviation is below this keep scale 1 at initialisation.
+const MIN_INIT_STD: f64 = 1e-3;
+
 /// Per-channel affine normalisation for `[batch, C]` or `[batch, C, H, W]` inputs.
 #[derive(Debug)]
 pub struct ActNorm {
@@ -54,7 +57,11 @@ impl ActNorm {
         let mean = per_channel.mean_dim(1, false, x.kind());
         let std = per_channel.std_dim(1, false, false);
         assign(&self.bias, &(-mean));
-        assign(&self.log_scale, &(-(std + 1e-6).log()));
+        // Channels without variance in the batch (e.g. injective zero padding) keep scale 1: dividing
+        // by their ~0 standard deviation would make the inverse shrink them by ~1e6.
+        let log_scale = (-std.clamp_min(MIN_INIT_STD).log())
+            .where_self(&std.gt(MIN_INIT_STD), &std.zeros_like());
+        assign(&self.log_scale, &log_scale);
         assign(&self.initialized, &self.initialized.ones_like());
     }
 }
