@@ -3,10 +3,10 @@
 mod common;
 
 use common::{randn, seed_lock};
+use genflow::distributions::BaseKind;
 use genflow::flows::FlowContext;
 use genflow::linalg::logdet::{per_sample_sum, LogDetEstimator};
 use genflow::metrics::bits_per_dim;
-use genflow::distributions::BaseKind;
 use genflow::models::{ClassifierConfig, IResNetClassifier, ImageFlow, ImageFlowConfig};
 use genflow::nn::{assign, ActivationKind};
 use tch::{nn::VarStore, Device, Kind, Tensor};

@@ -56,8 +56,10 @@ impl Objective for DensityObjective<'_> {
     fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
         let (model, config, test, device) = (self.model, self.config, &self.test_set, self.device);
         let bpd = match &mut self.ema {
-            Some(ema) => ema.with_averaged(|| test_bits_per_dim(model, config, test, device))?,
-            None => test_bits_per_dim(model, config, test, device)?,
+            Some(ema) => ema.with_averaged(|| {
+                test_bits_per_dim(model, config, test, device, Dequantization::Uniform)
+            })?,
+            None => test_bits_per_dim(model, config, test, device, Dequantization::Uniform)?,
         };
         Ok(Some(Evaluation {
             metrics: vec![("test_bits_per_dim".into(), bpd)],
@@ -70,18 +72,36 @@ impl Objective for DensityObjective<'_> {
     }
 }
 
-/// Mean bits/dim over a test set with the evaluation estimator (fixed dequantisation noise).
+/// How test images are dequantised for bits/dim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dequantization {
+    /// `(x + u) / L`, `u ~ U[0, 1)` (the standard, SPEC section 1), with a fixed seed.
+    Uniform,
+    /// `(x + 1/2) / L`: deterministic, for comparing implementations exactly.
+    Midpoint,
+}
+
+/// Mean bits/dim over a test set with the evaluation estimator.
 pub fn test_bits_per_dim(
     model: &ImageFlow,
     config: &RunConfig,
     test: &ImageDataset,
     device: Device,
+    dequantization: Dequantization,
 ) -> Result<f64> {
     tch::manual_seed(derived_seed(config.seed, TEST_STREAM, 0) as i64);
     let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
+    let levels = config.image_flow()?.levels as f64;
     let mut total = 0.0;
     for chunk in test.images.split(EVAL_BATCH, 0) {
-        let bpd = tch::no_grad(|| model.bits_per_dim(&chunk.to_device(device), &mut ctx))?;
+        let chunk = chunk.to_device(device);
+        let bpd = tch::no_grad(|| match dequantization {
+            Dequantization::Uniform => model.bits_per_dim(&chunk, &mut ctx),
+            Dequantization::Midpoint => {
+                let x = (chunk.to_kind(Kind::Float) + 0.5) / levels;
+                model.bits_per_dim_dequantized(&x, &mut ctx)
+            }
+        })?;
         total += bpd
             .to_kind(Kind::Double)
             .sum(Kind::Double)
@@ -198,13 +218,15 @@ fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VarStore, Imag
 pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
     let (config, _vs, model) = load_run(run_dir, device)?;
     let (_, test) = super::load_image_data(&config)?;
-    let bpd = test_bits_per_dim(&model, &config, &test, device)?;
+    let bpd = test_bits_per_dim(&model, &config, &test, device, Dequantization::Uniform)?;
+    let midpoint = test_bits_per_dim(&model, &config, &test, device, Dequantization::Midpoint)?;
     let (x, x_hat, stats) = reconstruct(&model, &config, &test, EVAL_BATCH, device)?;
     let err = (x_hat - x).abs().max().double_value(&[]);
     Ok(serde_json::json!({
         "dataset": config.dataset()?.to_string(),
         "test_images": test.len(),
         "test_bits_per_dim": bpd,
+        "test_bits_per_dim_midpoint": midpoint,
         "logdet_estimator": serde_json::to_value(config.eval.logdet).map_err(|e| Error::config(e.to_string()))?,
         "inverse_max_abs_err": err,
         "inverse_iters_max": stats.max_iters,
