@@ -11,7 +11,7 @@
 use crate::data::toy::ToyDensity;
 use crate::data::DatasetName;
 use crate::distributions::BaseKind;
-use crate::flows::FixedPointConfig;
+use crate::flows::{FixedPointConfig, MixingLayer};
 use crate::linalg::logdet::LogDetEstimator;
 use crate::models::{ClassifierConfig, ImageFlowConfig};
 use crate::nn::{ActivationKind, SpectralConfig};
@@ -103,19 +103,6 @@ pub struct DataConfig {
 
 /// The default number of toy test samples.
 pub const TOY_TEST_SIZE: usize = 20_000;
-
-/// An always-invertible linear layer inserted after every i-ResNet block (SPEC section 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum MixingLayer {
-    /// No mixing layer.
-    #[default]
-    None,
-    /// A product of rank-one exponentials `exp(x_i y_i^T)` ([`crate::flows::RankOneExp`]).
-    RankOneExp,
-    /// `exp(A)` ([`crate::flows::MatrixExpConv1x1`]).
-    MatrixExp,
-}
 
 /// The architecture of a vector i-ResNet flow (`[model]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -51,8 +51,8 @@
 
 use crate::distributions::BaseKind;
 use crate::flows::{
-    ActNorm, Dequantize, Flow, FlowContext, IResBlock, LogitTransform, MultiScale, Sequential,
-    Transform,
+    ActNorm, Dequantize, Flow, FlowContext, IResBlock, LogitTransform, MixingLayer, MultiScale,
+    Sequential, Transform,
 };
 use crate::metrics;
 use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
@@ -86,6 +86,8 @@ pub struct ImageFlowConfig {
     pub base: BaseKind,
     /// Levels per entry of the discrete data (256 for 8-bit images).
     pub levels: u32,
+    /// A matrix-exponential layer over channels after every block (SPEC section 2).
+    pub mixing: MixingLayer,
 }
 
 impl Default for ImageFlowConfig {
@@ -104,6 +106,7 @@ impl Default for ImageFlowConfig {
             spectral: SpectralConfig::default(),
             base: BaseKind::StandardNormal,
             levels: 256,
+            mixing: MixingLayer::None,
         }
     }
 }
@@ -179,6 +182,9 @@ fn build_scale(
             true,
         )?;
         scale.push(IResBlock::new(g));
+        if let Some(mix) = config.mixing.build(&(p / "mixing" / j), shape[0])? {
+            scale.push_boxed(mix);
+        }
     }
     Ok(scale)
 }

@@ -7,11 +7,8 @@
 //! (matrix exponential) for a mixing layer after each block, `base.{mean,log_std}` for a learned
 //! base.
 
-use crate::config::{MixingLayer, ModelConfig};
-use crate::flows::{
-    ActNorm, Flow, IResBlock, MatrixExpConfig, MatrixExpConv1x1, RankOneExp, RankOneExpConfig,
-    Sequential,
-};
+use crate::config::ModelConfig;
+use crate::flows::{ActNorm, Flow, IResBlock, Sequential};
 use crate::nn::ResidualNet;
 use crate::Result;
 use tch::nn::VarStore;
@@ -43,17 +40,8 @@ impl VectorFlow {
                 false,
             )?;
             transform.push(IResBlock::new(g));
-            let mix = &root / "mixing" / i;
-            match config.mixing {
-                MixingLayer::None => {}
-                MixingLayer::RankOneExp => {
-                    transform.push(RankOneExp::new(&mix, dim, RankOneExpConfig::default())?)
-                }
-                MixingLayer::MatrixExp => transform.push(MatrixExpConv1x1::new(
-                    &mix,
-                    dim,
-                    MatrixExpConfig::default(),
-                )?),
+            if let Some(mix) = config.mixing.build(&(&root / "mixing" / i), dim)? {
+                transform.push_boxed(mix);
             }
         }
         let base = config.base.build(&(&root / "base"), &[dim]);
