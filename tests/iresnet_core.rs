@@ -99,7 +99,7 @@ fn exact_trace_series(jac: &Tensor, n: usize) -> Tensor {
         if k > 0 {
             power = power.matmul(jac);
         }
-        total = total
+        total = &total
             + power
                 .diagonal(0, 1, 2)
                 .sum_dim_intlist([1].as_slice(), false, Kind::Double)

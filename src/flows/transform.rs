@@ -148,7 +148,7 @@ impl Transform for Sequential {
         let mut h = x.shallow_clone();
         for layer in &self.layers {
             let (next, ld) = layer.forward(&h, ctx)?;
-            logdet = logdet + ld;
+            logdet = &logdet + ld;
             h = next;
         }
         Ok((h, logdet))
