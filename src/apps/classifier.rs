@@ -8,7 +8,7 @@ use crate::config::RunConfig;
 use crate::data::ImageDataset;
 use crate::flows::FlowContext;
 use crate::models::IResNetClassifier;
-use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective};
+use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective, Weights};
 use crate::Result;
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -147,11 +147,11 @@ pub fn train(
 
 /// `genflow eval` of a classifier run: test accuracy on the whole test set and the inversion error
 /// of the feature map on test images.
-pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
+pub fn evaluate(run_dir: &Path, device: Device, weights: Weights) -> Result<serde_json::Value> {
     let (config, tensors, path) = super::load_checkpoint(run_dir)?;
     let (vs, model) = build(&config, device)?;
     checkpoint::restore_vars(&vs, &tensors, &path)?;
-    Ema::load_into_weights(&vs, &tensors);
+    Ema::load_into_weights(&vs, &tensors, weights);
     super::refine_for_evaluation(&model.residual_nets());
     let (_, test) = super::load_image_data(&config)?;
     let accuracy = test_accuracy(&model, &test, device)?;

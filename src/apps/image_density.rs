@@ -8,7 +8,7 @@ use crate::data::ImageDataset;
 use crate::flows::FlowContext;
 use crate::models::ImageFlow;
 use crate::plots;
-use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective};
+use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective, Weights};
 use crate::{Error, Result};
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -204,19 +204,23 @@ fn reconstruct(
 }
 
 /// Loads a run with the averaged weights when the run kept them.
-fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, VarStore, ImageFlow)> {
+fn load_run(
+    run_dir: &Path,
+    device: Device,
+    weights: Weights,
+) -> Result<(RunConfig, VarStore, ImageFlow)> {
     let (config, tensors, path) = super::load_checkpoint(run_dir)?;
     let (vs, model) = build(&config, device)?;
     checkpoint::restore_vars(&vs, &tensors, &path)?;
-    Ema::load_into_weights(&vs, &tensors);
+    Ema::load_into_weights(&vs, &tensors, weights);
     super::refine_for_evaluation(&model.residual_nets());
     Ok((config, vs, model))
 }
 
 /// `genflow eval` of an image density run: bits/dim on the whole test set, inversion of test
 /// images, and the Lipschitz constants.
-pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
-    let (config, _vs, model) = load_run(run_dir, device)?;
+pub fn evaluate(run_dir: &Path, device: Device, weights: Weights) -> Result<serde_json::Value> {
+    let (config, _vs, model) = load_run(run_dir, device, weights)?;
     let (_, test) = super::load_image_data(&config)?;
     let bpd = test_bits_per_dim(&model, &config, &test, device, Dequantization::Uniform)?;
     let midpoint = test_bits_per_dim(&model, &config, &test, device, Dequantization::Midpoint)?;
@@ -243,6 +247,6 @@ pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> 
             out.display()
         )));
     }
-    let (config, _vs, model) = load_run(run_dir, device)?;
+    let (config, _vs, model) = load_run(run_dir, device, Weights::Averaged)?;
     plots::save_image_grid(&draw_samples(&model, &config, n, device)?, 8, out)
 }

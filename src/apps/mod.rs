@@ -28,13 +28,18 @@ pub fn train(
     }
 }
 
-/// The evaluation report of a run folder (`genflow eval --json`).
-pub fn evaluate(run_dir: &Path, device: Device) -> Result<serde_json::Value> {
+/// The evaluation report of a run folder (`genflow eval --json`), with the averaged or the live
+/// weights of image runs (toy runs keep no average).
+pub fn evaluate(
+    run_dir: &Path,
+    device: Device,
+    weights: crate::train::Weights,
+) -> Result<serde_json::Value> {
     let (config, _, _) = load_checkpoint(run_dir)?;
     match config.task {
         Task::ToyDensity => toy_density::evaluate(run_dir, device),
-        Task::ImageDensity => image_density::evaluate(run_dir, device),
-        Task::Classifier => classifier::evaluate(run_dir, device),
+        Task::ImageDensity => image_density::evaluate(run_dir, device, weights),
+        Task::Classifier => classifier::evaluate(run_dir, device, weights),
     }
 }
 
@@ -216,11 +221,12 @@ const EVAL_POWER_TOL: f64 = 1e-7;
 /// Most power iterations per layer before evaluation.
 const EVAL_POWER_MAX_ITER: usize = 2000;
 
-/// Runs every layer's power iteration to convergence before evaluation, so that the normalised
-/// weights use the true spectral norms (training runs only a few iterations per step, so the stored
-/// vectors lag the weights slightly) and `Lip(g) <= c^L` holds as certified.
+/// Makes every layer's spectral-norm estimate exact before evaluation (SVD for dense and 1x1 maps,
+/// power iteration to convergence for kxk convs), so that the normalised weights use the true
+/// spectral norms (training runs only a few iterations per step, so the stored vectors lag the
+/// weights slightly) and `Lip(g) <= c^L` holds.
 pub(crate) fn refine_for_evaluation(nets: &[&crate::nn::ResidualNet]) {
     for g in nets {
-        g.refine_spectral_norms(EVAL_POWER_TOL, EVAL_POWER_MAX_ITER);
+        g.certify_spectral_norms(EVAL_POWER_TOL, EVAL_POWER_MAX_ITER);
     }
 }

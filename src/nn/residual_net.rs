@@ -207,6 +207,15 @@ impl ResidualNet {
             .try_fold(1.0, |acc, s| Ok(acc * s?))
     }
 
+    /// Makes every layer's spectral-norm estimate exact before evaluation
+    /// ([`SpectralLinear::certify`]); returns the most iterations any layer needed.
+    pub fn certify_spectral_norms(&self, tol: f64, max_iter: usize) -> usize {
+        self.linear_layers()
+            .map(|l| l.certify(tol, max_iter))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Runs every layer's power iteration to `tol`; returns the most iterations any layer needed.
     pub fn refine_spectral_norms(&self, tol: f64, max_iter: usize) -> usize {
         self.linear_layers()

@@ -269,6 +269,23 @@ impl SpectralLinear {
         max_iter
     }
 
+    /// Makes the stored vectors exact before evaluation: the top singular vectors from an SVD for
+    /// dense and 1x1 maps (so `sigma = <u, W v>` is the true spectral norm and `|W_hat|_2 <= c`
+    /// holds exactly), [`SpectralLinear::refine`] on the operator for kxk convs.
+    pub fn certify(&self, tol: f64, max_iter: usize) -> usize {
+        if !self.geometry.matrix_power_iteration() {
+            return self.refine(tol, max_iter);
+        }
+        tch::no_grad(|| {
+            let w = self.weight.detach();
+            let m = w.reshape([w.size()[0], -1]).to_kind(Kind::Double);
+            let (u, _, v) = m.svd(true, true);
+            super::assign(&self.u, &u.select(1, 0).to_kind(self.u.kind()));
+            super::assign(&self.v, &v.select(1, 0).to_kind(self.v.kind()));
+        });
+        1
+    }
+
     /// The effective sigma recorded by the last training call.
     pub fn recorded_sigma(&self) -> f64 {
         self.sigma.double_value(&[0])

@@ -5,13 +5,28 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use tch::{nn::VarStore, Tensor};
 
+/// Which weights of a checkpoint to evaluate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Weights {
+    /// The moving averages when the run kept them, else the live weights.
+    #[default]
+    Averaged,
+    /// The weights of the last optimiser step.
+    Live,
+}
+
 /// The checkpoint prefix of the averaged weights.
 pub const EMA_PREFIX: &str = "ema.";
 
 /// Moving averages of every trainable variable of a store.
+///
+/// The averages start at the weights after the first optimiser step, not at construction, so
+/// that data-dependent initialisations (ActNorm) done by the first forward pass are not averaged
+/// with the pre-initialisation values.
 #[derive(Debug)]
 pub struct Ema {
     decay: f64,
+    started: bool,
     /// `(name, live variable, average)`.
     entries: Vec<(String, Tensor, Tensor)>,
 }
@@ -29,11 +44,22 @@ impl Ema {
             })
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        Ema { decay, entries }
+        Ema {
+            decay,
+            started: false,
+            entries,
+        }
     }
 
-    /// One averaging step after an optimiser step.
+    /// One averaging step after an optimiser step (the first one copies the weights).
     pub fn update(&mut self) {
+        if !self.started {
+            self.started = true;
+            for (_, live, avg) in &mut self.entries {
+                crate::nn::assign(avg, live);
+            }
+            return;
+        }
         tch::no_grad(|| {
             for (_, live, avg) in &mut self.entries {
                 let _ = avg.g_mul_scalar_(self.decay);
@@ -78,11 +104,16 @@ impl Ema {
             })?;
             crate::nn::assign(avg, &saved.to_kind(avg.kind()).to_device(avg.device()));
         }
+        self.started = true;
         Ok(())
     }
 
-    /// Copies the averages into the live weights (for evaluating a loaded checkpoint).
-    pub fn load_into_weights(vs: &VarStore, tensors: &BTreeMap<String, Tensor>) {
+    /// Copies the averages into the live weights when `weights` asks for them (for evaluating a
+    /// loaded checkpoint).
+    pub fn load_into_weights(vs: &VarStore, tensors: &BTreeMap<String, Tensor>, weights: Weights) {
+        if weights == Weights::Live {
+            return;
+        }
         for (name, t) in vs.variables() {
             if let Some(avg) = tensors.get(&format!("{EMA_PREFIX}{name}")) {
                 crate::nn::assign(&t, &avg.to_kind(t.kind()).to_device(t.device()));

@@ -7,7 +7,7 @@
 
 pub mod ema;
 
-pub use ema::Ema;
+pub use ema::{Ema, Weights};
 
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::optim::Optimizer;

@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use genflow::apps;
 use genflow::config::{RunConfig, PRESETS};
+use genflow::train::Weights;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -51,6 +52,9 @@ enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Evaluate the weights of the last step instead of their moving average.
+        #[arg(long)]
+        live_weights: bool,
     },
     /// Draw samples from a trained run into a PNG or CSV file.
     Sample {
@@ -176,8 +180,17 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
-        Command::Eval { run, json } => {
-            let report = apps::evaluate(&run, genflow::device::select(&cli.device)?)?;
+        Command::Eval {
+            run,
+            json,
+            live_weights,
+        } => {
+            let weights = if live_weights {
+                Weights::Live
+            } else {
+                Weights::Averaged
+            };
+            let report = apps::evaluate(&run, genflow::device::select(&cli.device)?, weights)?;
             if json {
                 println!("{report}");
             } else {
