@@ -109,7 +109,7 @@ fn train_eval_sample_round_trip() {
     );
     let lip = report["lipschitz_max"].as_f64().unwrap();
     assert!(
-        lip > 0.0 && lip <= report["lipschitz_target"].as_f64().unwrap() * 1.01,
+        lip > 0.0 && lip <= report["lipschitz_target"].as_f64().unwrap() * (1.0 + 1e-5),
         "{report}"
     );
     // the true NLL of 8gaussians on the test set is near its Monte Carlo value 2.8324
