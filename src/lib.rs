@@ -1,6 +1,7 @@
 //! # genflow
 //!
 //! Invertible neural networks and generative models on libtorch (through `tch`).
+pub mod bench;
 pub mod distributions;
 pub mod error;
 pub mod flows;

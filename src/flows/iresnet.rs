@@ -43,10 +43,14 @@ impl IResBlock {
                 let g_alias = self.g.forward(&alias, false)?;
                 let root = (&g_alias * w).sum(g_alias.kind());
                 let mut grads = Tensor::f_run_backward(&[root], &[&alias], true, true)?;
-                grads.pop().ok_or_else(|| Error::shape("autograd returned no gradient for the block input"))
+                grads.pop().ok_or_else(|| {
+                    Error::shape("autograd returned no gradient for the block input")
+                })
             };
             let mut no_jvp = |_: &Tensor| -> Result<Tensor> {
-                Err(Error::config("the VJP backend does not compute tangent products"))
+                Err(Error::config(
+                    "the VJP backend does not compute tangent products",
+                ))
             };
             let ld = logdet::estimate(&ctx.logdet, &mut no_jvp, &mut vjp, &xg, &mut ctx.rng)?;
             Ok((&xg + &gx, ld))
@@ -60,13 +64,18 @@ impl Transform for IResBlock {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
-        if ctx.logdet.backend() == Backend::Vjp && !matches!(ctx.logdet, logdet::LogDetEstimator::Exact) {
+        let x = &self.g.preferred_layout(x);
+        if ctx.logdet.backend() == Backend::Vjp
+            && !matches!(ctx.logdet, logdet::LogDetEstimator::Exact)
+        {
             return self.forward_vjp(x, ctx);
         }
         let lin = self.g.linearize(x, ctx.train)?;
         let mut jvp = |t: &Tensor| -> Result<Tensor> { Ok(lin.jvp(t)) };
         let mut no_vjp = |_: &Tensor| -> Result<Tensor> {
-            Err(Error::config("the tangent backend does not compute vector-Jacobian products"))
+            Err(Error::config(
+                "the tangent backend does not compute vector-Jacobian products",
+            ))
         };
         let ld = logdet::estimate(&ctx.logdet, &mut jvp, &mut no_vjp, x, &mut ctx.rng)?;
         Ok((x + &lin.output, ld))
@@ -75,13 +84,14 @@ impl Transform for IResBlock {
     fn inverse(&self, y: &Tensor, ctx: &mut FlowContext) -> Result<Tensor> {
         let cfg = ctx.inverse;
         let (x, iters, residual) = tch::no_grad(|| -> Result<(Tensor, usize, f64)> {
-            let y = y.detach();
+            let y = self.g.preferred_layout(&y.detach());
+            let weights = self.g.normalized_weights(false);
             let scale = y.abs() * cfg.rtol + cfg.atol;
             let mut x = y.shallow_clone();
             let mut residual = f64::INFINITY;
             for iter in 1..=cfg.max_iter {
-                let next = &y - self.g.forward(&x, false)?;
-                residual = ((&next - &x).abs() / &scale).max().double_value(&[]);
+                let next = &y - self.g.forward_with(&x, &weights)?;
+                residual = (&next - &x).abs_().g_div_(&scale).max().double_value(&[]);
                 x = next;
                 if residual < 1.0 {
                     return Ok((x, iter, residual));

@@ -61,12 +61,12 @@ pub enum TermDistribution {
 impl TermDistribution {
     fn validate(&self) -> Result<()> {
         match *self {
-            TermDistribution::Geometric { p } if !(p > 0.0 && p < 1.0) => {
-                Err(Error::config(format!("roulette geometric p must lie in (0, 1), got {p}")))
-            }
-            TermDistribution::Poisson { lambda } if !(lambda > 0.0 && lambda.is_finite()) => {
-                Err(Error::config(format!("roulette poisson lambda must be > 0, got {lambda}")))
-            }
+            TermDistribution::Geometric { p } if !(p > 0.0 && p < 1.0) => Err(Error::config(
+                format!("roulette geometric p must lie in (0, 1), got {p}"),
+            )),
+            TermDistribution::Poisson { lambda } if !(lambda > 0.0 && lambda.is_finite()) => Err(
+                Error::config(format!("roulette poisson lambda must be > 0, got {lambda}")),
+            ),
             _ => Ok(()),
         }
     }
@@ -130,7 +130,11 @@ pub enum LogDetEstimator {
 impl Default for LogDetEstimator {
     /// The official i-ResNet training default: 5 series terms, Gaussian probe, tangent passes.
     fn default() -> Self {
-        LogDetEstimator::Series { terms: 5, probe: Probe::Gaussian, backend: Backend::Tangent }
+        LogDetEstimator::Series {
+            terms: 5,
+            probe: Probe::Gaussian,
+            backend: Backend::Tangent,
+        }
     }
 }
 
@@ -160,7 +164,15 @@ impl LogDetEstimator {
 
 /// The coefficients `(-1)^{k+1} / k`, `k = 1..=n`, of `ln(1 + x)`.
 pub fn series_coefficients(n: usize) -> Vec<f64> {
-    (1..=n).map(|k| if k % 2 == 1 { 1.0 / k as f64 } else { -1.0 / k as f64 }).collect()
+    (1..=n)
+        .map(|k| {
+            if k % 2 == 1 {
+                1.0 / k as f64
+            } else {
+                -1.0 / k as f64
+            }
+        })
+        .collect()
 }
 
 /// Russian-roulette term weights for one draw `n_extra` of `N`: the series coefficient of term `k`
@@ -189,11 +201,28 @@ pub fn truncation_bound(d: usize, lip: f64, n: usize) -> f64 {
 }
 
 /// A probe of the same shape, dtype and device as `like`, drawn from libtorch's generator.
+///
+/// The entries are drawn in row-major order of the shape and then stored in `like`'s memory
+/// layout, so the probe's values do not depend on the layout (and drawing stays fast: libtorch's
+/// `randn_like` of a channels-last tensor is several times slower than a contiguous draw).
 pub fn sample_probe(like: &Tensor, probe: Probe) -> Tensor {
-    match probe {
-        Probe::Gaussian => like.randn_like(),
-        Probe::Rademacher => like.rand_like().ge(0.5).to_kind(like.kind()) * 2.0 - 1.0,
+    let options = (like.kind(), like.device());
+    let v = match probe {
+        Probe::Gaussian => Tensor::randn(like.size(), options),
+        Probe::Rademacher => {
+            Tensor::rand(like.size(), options)
+                .ge(0.5)
+                .to_kind(like.kind())
+                * 2.0
+                - 1.0
+        }
+    };
+    if like.is_contiguous() {
+        return v;
     }
+    let mut out = like.empty_like();
+    out.copy_(&v);
+    out
 }
 
 /// Sum over every dimension but the first: per-sample inner products.
@@ -233,7 +262,11 @@ pub fn full_jacobian(
     let eye = Tensor::eye(d, (like.kind(), like.device()));
     let mut columns = Vec::with_capacity(d as usize);
     for i in 0..d {
-        let e = eye.get(i).unsqueeze(0).expand([batch, d], false).reshape(shape.as_slice());
+        let e = eye
+            .get(i)
+            .unsqueeze(0)
+            .expand([batch, d], false)
+            .reshape(shape.as_slice());
         columns.push(jvp(&e)?.reshape([batch, d]));
     }
     Ok(Tensor::stack(&columns, 2))
@@ -263,12 +296,23 @@ pub fn estimate(
     estimator.validate()?;
     let (coefficients, probe, backend) = match *estimator {
         LogDetEstimator::Exact => return exact_logdet(jvp, like),
-        LogDetEstimator::Series { terms, probe, backend } => {
-            (series_coefficients(terms), probe, backend)
-        }
-        LogDetEstimator::Roulette { n_exact, dist, probe, backend } => {
+        LogDetEstimator::Series {
+            terms,
+            probe,
+            backend,
+        } => (series_coefficients(terms), probe, backend),
+        LogDetEstimator::Roulette {
+            n_exact,
+            dist,
+            probe,
+            backend,
+        } => {
             let n_extra = dist.sample(rng)?;
-            (roulette_coefficients(n_exact, n_extra, &dist), probe, backend)
+            (
+                roulette_coefficients(n_exact, n_extra, &dist),
+                probe,
+                backend,
+            )
         }
     };
     let v = sample_probe(like, probe).detach();
