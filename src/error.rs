@@ -28,7 +28,10 @@ pub enum Error {
 impl Error {
     /// A [`Error::File`] for `path` with the message `msg`.
     pub fn file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::File { path: path.into(), msg: msg.into() }
+        Error::File {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
     /// A [`Error::Config`] with the message `msg`.
     pub fn config(msg: impl Into<String>) -> Self {

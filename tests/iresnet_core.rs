@@ -3,9 +3,7 @@ mod common;
 
 use common::{autograd_jacobian, finite_difference, logabsdet, randn, seed_lock};
 use genflow::flows::{FlowContext, IResBlock, Transform};
-use genflow::linalg::logdet::{
-    self, Backend, LogDetEstimator, Probe, TermDistribution,
-};
+use genflow::linalg::logdet::{self, Backend, LogDetEstimator, Probe, TermDistribution};
 use genflow::nn::{ActivationKind, ResidualNet, SpectralConfig, SpectralLinear};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -16,7 +14,10 @@ fn block(vs: &VarStore, coeff: f64, act: ActivationKind) -> IResBlock {
         &(vs.root() / "g"),
         &[DIM, 16, 16, DIM],
         act,
-        SpectralConfig { coeff, n_power_iter: 5 },
+        SpectralConfig {
+            coeff,
+            n_power_iter: 5,
+        },
         false,
     )
     .unwrap();
@@ -53,7 +54,11 @@ fn exact_ctx() -> FlowContext {
 #[test]
 fn tangent_pass_matches_central_finite_difference() {
     let _guard = seed_lock();
-    for act in [ActivationKind::Elu, ActivationKind::Softplus, ActivationKind::Lipswish] {
+    for act in [
+        ActivationKind::Elu,
+        ActivationKind::Softplus,
+        ActivationKind::Lipswish,
+    ] {
         let mut vs = f64_store();
         let b = settled_block(&mut vs, 0.9, act);
         let x = randn(&[4, DIM], 1);
@@ -94,7 +99,11 @@ fn exact_trace_series(jac: &Tensor, n: usize) -> Tensor {
         if k > 0 {
             power = power.matmul(jac);
         }
-        total = total + power.diagonal(0, 1, 2).sum_dim_intlist([1].as_slice(), false, Kind::Double) * c;
+        total = total
+            + power
+                .diagonal(0, 1, 2)
+                .sum_dim_intlist([1].as_slice(), false, Kind::Double)
+                * c;
     }
     total
 }
@@ -112,13 +121,22 @@ fn power_series_converges_to_exact_logdet_within_the_truncation_bound() {
     assert!(lip <= 0.9f64.powi(3) * (1.0 + 1e-9), "Lip bound {lip}");
     let mut previous = f64::INFINITY;
     for n in [1usize, 2, 5, 10, 20, 60] {
-        let err = (exact_trace_series(&jac, n) - &exact).abs().max().double_value(&[]);
+        let err = (exact_trace_series(&jac, n) - &exact)
+            .abs()
+            .max()
+            .double_value(&[]);
         let bound = logdet::truncation_bound(DIM as usize, lip, n);
-        assert!(err <= bound + 1e-12, "n={n}: error {err} above the paper's bound {bound}");
+        assert!(
+            err <= bound + 1e-12,
+            "n={n}: error {err} above the paper's bound {bound}"
+        );
         assert!(err <= previous + 1e-12, "series error grew at n={n}");
         previous = err;
     }
-    assert!(previous < 1e-8, "60 terms should reach the exact log-det, error {previous}");
+    assert!(
+        previous < 1e-8,
+        "60 terms should reach the exact log-det, error {previous}"
+    );
 }
 
 /// Mean and standard error of `n` calls of `estimate`.
@@ -141,18 +159,43 @@ fn hutchinson_and_roulette_estimates_are_unbiased() {
     let exact = exact.double_value(&[0]);
     tch::manual_seed(11);
     for probe in [Probe::Gaussian, Probe::Rademacher] {
-        let est = LogDetEstimator::Series { terms: 4, probe, backend: Backend::Tangent };
+        let est = LogDetEstimator::Series {
+            terms: 4,
+            probe,
+            backend: Backend::Tangent,
+        };
         let mut ctx = FlowContext::eval(est, 1);
         let target = exact_trace_series(&jac, 4).double_value(&[0]);
-        let (mean, se) = mean_and_se(4000, || b.forward(&x, &mut ctx).unwrap().1.double_value(&[0]));
-        assert!((mean - target).abs() < 3.0 * se, "{probe:?}: mean {mean} vs {target} (se {se})");
+        let (mean, se) = mean_and_se(4000, || {
+            b.forward(&x, &mut ctx).unwrap().1.double_value(&[0])
+        });
+        assert!(
+            (mean - target).abs() < 3.0 * se,
+            "{probe:?}: mean {mean} vs {target} (se {se})"
+        );
     }
-    for dist in [TermDistribution::Geometric { p: 0.5 }, TermDistribution::Poisson { lambda: 2.0 }] {
-        let est = LogDetEstimator::Roulette { n_exact: 1, dist, probe: Probe::Gaussian, backend: Backend::Tangent };
+    for dist in [
+        TermDistribution::Geometric { p: 0.5 },
+        TermDistribution::Poisson { lambda: 2.0 },
+    ] {
+        let est = LogDetEstimator::Roulette {
+            n_exact: 1,
+            dist,
+            probe: Probe::Gaussian,
+            backend: Backend::Tangent,
+        };
         let mut ctx = FlowContext::eval(est, 2);
-        let (mean, se) = mean_and_se(6000, || b.forward(&x, &mut ctx).unwrap().1.double_value(&[0]));
-        assert!((mean - exact).abs() < 3.0 * se, "{dist:?}: mean {mean} vs exact {exact} (se {se})");
-        assert!(se < 0.05 * exact.abs().max(0.1), "{dist:?}: standard error {se} too large to test");
+        let (mean, se) = mean_and_se(6000, || {
+            b.forward(&x, &mut ctx).unwrap().1.double_value(&[0])
+        });
+        assert!(
+            (mean - exact).abs() < 3.0 * se,
+            "{dist:?}: mean {mean} vs exact {exact} (se {se})"
+        );
+        assert!(
+            se < 0.05 * exact.abs().max(0.1),
+            "{dist:?}: standard error {se} too large to test"
+        );
     }
 }
 
@@ -172,7 +215,10 @@ fn fixed_point_inverse_recovers_inputs() {
         let err = (back - &x).abs().max().double_value(&[]);
         assert!(err < 1e-5, "{kind:?}: round-trip error {err}");
         let stats = ctx.inverse_stats;
-        assert!(stats.max_residual < 1.0 && stats.max_iters < ctx.inverse.max_iter, "{stats:?}");
+        assert!(
+            stats.max_residual < 1.0 && stats.max_iters < ctx.inverse.max_iter,
+            "{stats:?}"
+        );
     }
 }
 
@@ -188,22 +234,43 @@ fn lipschitz_constant_respects_c_to_the_l() {
     let lin = b.g.linearize(&x, false).unwrap();
     let jac = logdet::full_jacobian(&mut |t| Ok(lin.jvp(t)), &x).unwrap();
     let worst = jac.svd(true, false).1.max().double_value(&[]);
-    assert!(worst <= bound * (1.0 + 1e-9), "|J| {worst} above bound {bound}");
+    assert!(
+        worst <= bound * (1.0 + 1e-9),
+        "|J| {worst} above bound {bound}"
+    );
 }
 
 #[test]
 fn spectral_norm_estimate_matches_svd() {
     let _guard = seed_lock();
     let mut vs = f64_store();
-    let layer = SpectralLinear::dense(&vs.root(), 7, 5, SpectralConfig { coeff: 0.9, n_power_iter: 1 }).unwrap();
+    let layer = SpectralLinear::dense(
+        &vs.root(),
+        7,
+        5,
+        SpectralConfig {
+            coeff: 0.9,
+            n_power_iter: 1,
+        },
+    )
+    .unwrap();
     vs.set_kind(Kind::Double);
     layer.refine(1e-14, 10_000);
     let sigma = {
         let _ = layer.normalized_weight(true);
         layer.recorded_sigma()
     };
-    let exact = layer.weight.detach().svd(true, false).1.max().double_value(&[]);
-    assert!((sigma - exact).abs() < 1e-9 * exact, "power iteration {sigma} vs SVD {exact}");
+    let exact = layer
+        .weight
+        .detach()
+        .svd(true, false)
+        .1
+        .max()
+        .double_value(&[]);
+    assert!(
+        (sigma - exact).abs() < 1e-9 * exact,
+        "power iteration {sigma} vs SVD {exact}"
+    );
 }
 
 /// The estimate for a fixed probe as a function of the parameters.
@@ -219,10 +286,22 @@ fn estimator_gradients_match_finite_differences_and_both_backends_agree() {
     let mut vs = f64_store();
     let b = settled_block(&mut vs, 0.9, ActivationKind::Lipswish);
     let x = randn(&[4, DIM], 8);
-    let tangent = LogDetEstimator::Series { terms: 5, probe: Probe::Gaussian, backend: Backend::Tangent };
-    let vjp = LogDetEstimator::Series { terms: 5, probe: Probe::Gaussian, backend: Backend::Vjp };
+    let tangent = LogDetEstimator::Series {
+        terms: 5,
+        probe: Probe::Gaussian,
+        backend: Backend::Tangent,
+    };
+    let vjp = LogDetEstimator::Series {
+        terms: 5,
+        probe: Probe::Gaussian,
+        backend: Backend::Vjp,
+    };
     let params: Vec<(String, Tensor)> = {
-        let mut p: Vec<_> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        let mut p: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         p.sort_by(|a, b| a.0.cmp(&b.0));
         p
     };
@@ -237,13 +316,22 @@ fn estimator_gradients_match_finite_differences_and_both_backends_agree() {
         v.backward();
         let g: Vec<Tensor> = params
             .iter()
-            .map(|(_, t)| if t.grad().defined() { t.grad().copy() } else { t.zeros_like() })
+            .map(|(_, t)| {
+                if t.grad().defined() {
+                    t.grad().copy()
+                } else {
+                    t.zeros_like()
+                }
+            })
             .collect();
         (v.double_value(&[]), g)
     };
     let (value_t, grads_t) = grads(tangent);
     let (value_v, grads_v) = grads(vjp);
-    assert!((value_t - value_v).abs() < 1e-10, "tangent {value_t} vs vjp {value_v}");
+    assert!(
+        (value_t - value_v).abs() < 1e-10,
+        "tangent {value_t} vs vjp {value_v}"
+    );
     for ((name, _), (gt, gv)) in params.iter().zip(grads_t.iter().zip(&grads_v)) {
         let d = (gt - gv).abs().max().double_value(&[]);
         assert!(d < 1e-9, "{name}: tangent and VJP gradients differ by {d}");
@@ -257,7 +345,10 @@ fn estimator_gradients_match_finite_differences_and_both_backends_agree() {
                 1e-6,
             );
             let an = g.view([-1]).double_value(&[index]);
-            assert!((fd - an).abs() < 1e-6 * (1.0 + an.abs()), "{name}[{index}]: FD {fd} vs autograd {an}");
+            assert!(
+                (fd - an).abs() < 1e-6 * (1.0 + an.abs()),
+                "{name}[{index}]: FD {fd} vs autograd {an}"
+            );
         }
     }
 }

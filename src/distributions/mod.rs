@@ -35,7 +35,9 @@ pub struct StandardNormal {
 impl StandardNormal {
     /// A standard normal over events of shape `event_shape`.
     pub fn new(event_shape: &[i64]) -> Self {
-        StandardNormal { event_shape: event_shape.to_vec() }
+        StandardNormal {
+            event_shape: event_shape.to_vec(),
+        }
     }
 }
 

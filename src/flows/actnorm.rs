@@ -65,13 +65,15 @@ impl Transform for ActNorm {
         if ctx.train && !self.is_initialized() {
             self.initialize(x);
         }
-        let y = (x + self.bias.reshape(shape.as_slice())) * self.log_scale.exp().reshape(shape.as_slice());
+        let y = (x + self.bias.reshape(shape.as_slice()))
+            * self.log_scale.exp().reshape(shape.as_slice());
         let ld = (self.log_scale.sum(x.kind()) * hw as f64).expand([x.size()[0]], false);
         Ok((y, ld))
     }
 
     fn inverse(&self, y: &Tensor, _ctx: &mut FlowContext) -> Result<Tensor> {
         let (shape, _) = self.layout(y)?;
-        Ok(y * (-&self.log_scale).exp().reshape(shape.as_slice()) - self.bias.reshape(shape.as_slice()))
+        Ok(y * (-&self.log_scale).exp().reshape(shape.as_slice())
+            - self.bias.reshape(shape.as_slice()))
     }
 }

@@ -21,7 +21,11 @@ pub struct FixedPointConfig {
 
 impl Default for FixedPointConfig {
     fn default() -> Self {
-        FixedPointConfig { atol: 1e-5, rtol: 1e-5, max_iter: 100 }
+        FixedPointConfig {
+            atol: 1e-5,
+            rtol: 1e-5,
+            max_iter: 100,
+        }
     }
 }
 
@@ -75,7 +79,10 @@ impl FlowContext {
 
     /// A context in training mode with the given estimator and seed.
     pub fn train(logdet: LogDetEstimator, seed: u64) -> Self {
-        FlowContext { train: true, ..Self::eval(logdet, seed) }
+        FlowContext {
+            train: true,
+            ..Self::eval(logdet, seed)
+        }
     }
 }
 
@@ -97,7 +104,10 @@ pub trait Transform: std::fmt::Debug {
     /// A short human-readable name (for summaries and error messages).
     fn name(&self) -> String {
         let full = format!("{self:?}");
-        full.split(|c: char| !c.is_alphanumeric()).next().unwrap_or("transform").to_string()
+        full.split(|c: char| !c.is_alphanumeric())
+            .next()
+            .unwrap_or("transform")
+            .to_string()
     }
 }
 

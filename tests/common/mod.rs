@@ -26,9 +26,11 @@ pub fn logabsdet(j: &Tensor) -> f64 {
 pub fn finite_difference(f: &mut dyn FnMut() -> f64, param: &Tensor, index: i64, h: f64) -> f64 {
     let flat = param.view([-1]);
     let original = tch::no_grad(|| flat.get(index).double_value(&[]));
-    let set = |v: f64| tch::no_grad(|| {
-        let _ = flat.get(index).fill_(v);
-    });
+    let set = |v: f64| {
+        tch::no_grad(|| {
+            let _ = flat.get(index).fill_(v);
+        })
+    };
     set(original + h);
     let plus = f();
     set(original - h);

@@ -1,0 +1,53 @@
+//! The shared training loop: non-finite losses stop training and keep the last good checkpoint.
+use genflow::optim::{OptimConfig, Optimizer};
+use genflow::train::{self, LoopSettings, Objective};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// `|w|^2`, except at `nan_at`, where the loss is NaN.
+struct Quadratic {
+    w: Tensor,
+    nan_at: u64,
+}
+
+impl Objective for Quadratic {
+    fn loss(&mut self, step: u64) -> genflow::Result<(Tensor, Vec<(String, f64)>)> {
+        let loss = self.w.square().sum(Kind::Float);
+        let loss = if step == self.nan_at {
+            loss * f64::NAN
+        } else {
+            loss
+        };
+        Ok((loss, vec![("w0".to_string(), self.w.double_value(&[0]))]))
+    }
+}
+
+#[test]
+fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let w = vs.root().var("w", &[3], tch::nn::Init::Const(1.0));
+    let mut optimizer = Optimizer::new(&vs, &OptimConfig::default()).unwrap();
+    let settings = LoopSettings {
+        steps: 20,
+        checkpoint_every: 3,
+        log_every: 1,
+        out_dir: dir.path().to_path_buf(),
+        config_toml: "x = 1".into(),
+        log_grad_stats: true,
+    };
+    let mut objective = Quadratic {
+        w: w.shallow_clone(),
+        nan_at: 7,
+    };
+    let err = train::run(&vs, &mut optimizer, &mut objective, &settings, 0).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("step 7") && msg.contains("step 6"), "{msg}");
+    let (tensors, meta) =
+        genflow::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
+    assert_eq!(meta.step, 6);
+    assert!(tensors["w"].isfinite().all().int64_value(&[]) == 1);
+    let lines = std::fs::read_to_string(dir.path().join(train::METRICS_FILE)).unwrap();
+    let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"], 7);
+    assert!(last.get("grad_norm").is_some(), "{last}");
+}
