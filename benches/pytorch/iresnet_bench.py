@@ -51,6 +51,9 @@ WORKLOADS = [
     "matmul-1024",
 ]
 LN_2PI = math.log(2 * math.pi)
+# genflow's iresnet-toy preset: 10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, c = 0.9,
+# 1 power iteration per step, batch 500, exact log-det, Adam 1e-3.
+TOY_BLOCKS, TOY_WIDTH, TOY_BATCH, TOY_POWER_ITER = 10, 64, 500, 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,12 +421,12 @@ class Bench:
         a = self.args
         torch.manual_seed(a.seed)
         layers = []
-        for _ in range(10):
+        for _ in range(TOY_BLOCKS):
             layers.append(ActNorm(2))
-            layers.append(mlp_net([2, 64, 64, 64, 2], "lipswish", a.coeff, a.power_iter))
+            layers.append(mlp_net([2] + [TOY_WIDTH] * 3 + [2], "lipswish", 0.9, TOY_POWER_ITER))
         model = nn.ModuleList(layers).to(self.device)
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        x = torch.randn(500, 2, device=self.device)
+        x = torch.randn(TOY_BATCH, 2, device=self.device)
         method = a.method
 
         def step():

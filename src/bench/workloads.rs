@@ -2,9 +2,11 @@
 
 use super::timing::{measure, repeat};
 use super::{BenchConfig, BlockShape, Workload, WorkloadResult};
+use crate::config::{ModelConfig, RunConfig};
 use crate::distributions::StandardNormal;
-use crate::flows::{ActNorm, Flow, FlowContext, IResBlock, Sequential, Transform};
+use crate::flows::{Flow, FlowContext, IResBlock, Sequential, Transform};
 use crate::linalg::logdet::{Backend, LogDetEstimator, Probe};
+use crate::models::VectorFlow;
 use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
 use crate::Result;
 use tch::nn::{OptimizerConfig, Path, VarStore};
@@ -215,44 +217,37 @@ fn logdet_term(config: &BenchConfig, backend: Backend) -> Result<WorkloadResult>
     Ok(WorkloadResult::from_samples(name, &per_term)?.with("terms", vec![LOW_TERMS, high]))
 }
 
-/// A model for a `*-step` workload: the flow's transform, a training batch and the log-det
-/// estimator it trains with.
+/// A model for a `*-step` workload: the flow with the store that owns its parameters, a training
+/// batch and the log-det estimator it trains with.
 pub struct StepModel {
-    pub transform: Sequential,
+    pub vs: VarStore,
+    pub flow: Flow,
     pub input: Tensor,
     pub estimator: LogDetEstimator,
 }
 
-/// Builds a [`StepModel`] under `p`; `None` when the model is not available in this build.
-pub type ModelBuilder = fn(&Path, &BenchConfig) -> Option<Result<StepModel>>;
+/// Builds a [`StepModel`]; `None` when the model is not available in this build.
+pub type ModelBuilder = fn(&BenchConfig) -> Option<Result<StepModel>>;
 
-/// The iresnet-toy model: `blocks` x [ActNorm, i-ResNet block around an MLP
-/// `2-w-w-w-2`] with LipSwish and c = 0.9, exact log-det, a batch of `N(0, I)` points.
-pub fn toy_model(p: &Path, config: &BenchConfig) -> Option<Result<StepModel>> {
+/// The `iresnet-toy` preset's model ([`VectorFlow`]: ActNorm and an i-ResNet block around an MLP
+/// `2-w-w-w-2` with LipSwish, c = 0.9, 1 power iteration, per block) with `config.toy`'s block
+/// count, width and batch, trained with the preset's estimator (exact log-det) on `N(0, I)` points.
+pub fn toy_model(config: &BenchConfig) -> Option<Result<StepModel>> {
     let build = || -> Result<StepModel> {
+        let preset = RunConfig::resolve("iresnet-toy", &[])?;
         let toy = config.toy;
-        let w = toy.width;
-        let spectral = SpectralConfig {
-            coeff: 0.9,
-            n_power_iter: config.block.power_iter,
+        let model = ModelConfig {
+            blocks: toy.blocks,
+            hidden: vec![toy.width; 3],
+            ..preset.model
         };
-        let mut transform = Sequential::new();
-        for i in 0..toy.blocks {
-            transform.push(ActNorm::new(&(p / format!("actnorm{i}")), 2));
-            let g = ResidualNet::mlp(
-                &(p / format!("block{i}")),
-                &[2, w, w, w, 2],
-                ActivationKind::Lipswish,
-                spectral,
-                false,
-            )?;
-            transform.push(IResBlock::new(g));
-        }
+        let VectorFlow { vs, flow } = VectorFlow::new(&model, 2, config.device)?;
         let input = Tensor::randn([toy.batch, 2], (Kind::Float, config.device));
         Ok(StepModel {
-            transform,
+            vs,
+            flow,
             input,
-            estimator: LogDetEstimator::Exact,
+            estimator: preset.train.logdet,
         })
     };
     Some(build())
@@ -261,15 +256,14 @@ pub fn toy_model(p: &Path, config: &BenchConfig) -> Option<Result<StepModel>> {
 /// **Hook for the `mnist-step` workload.** Returns the MNIST density model (SPEC section 1:
 /// Residual Flows' MNIST i-ResNet) with a training batch, once that model exists in the crate;
 /// until then `None`, and the workload is reported as skipped. To enable it, build the model here
-/// from its module (e.g. `crate::models::mnist`) with a `[64, 1, 28, 28]` batch and its training
+/// from its module (e.g. `crate::models`) with a `[64, 1, 28, 28]` batch and its training
 /// estimator.
-pub fn mnist_model(_p: &Path, _config: &BenchConfig) -> Option<Result<StepModel>> {
+pub fn mnist_model(_config: &BenchConfig) -> Option<Result<StepModel>> {
     None
 }
 
 fn model_step(config: &BenchConfig, name: &str, builder: ModelBuilder) -> Result<WorkloadResult> {
-    let vs = VarStore::new(config.device);
-    let model = match builder(&vs.root(), config) {
+    let model = match builder(config) {
         None => {
             return Ok(WorkloadResult::skipped(
                 name,
@@ -278,7 +272,11 @@ fn model_step(config: &BenchConfig, name: &str, builder: ModelBuilder) -> Result
         }
         Some(model) => model?,
     };
-    let trainer = Trainer::new(vs, model.transform, model.input);
+    let trainer = Trainer {
+        flow: model.flow,
+        vs: model.vs,
+        x: model.input,
+    };
     let mut step = trainer.stepper(model.estimator, config.seed as u64)?;
     let samples = repeat(config.device, config.warmup, config.samples, &mut step)?;
     WorkloadResult::from_samples(name, &samples)
@@ -307,7 +305,7 @@ fn matmul(config: &BenchConfig) -> Result<WorkloadResult> {
 impl std::fmt::Debug for StepModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StepModel")
-            .field("transform", &self.transform)
+            .field("flow", &self.flow)
             .field("input", &self.input.size())
             .field("estimator", &self.estimator)
             .finish()

@@ -246,7 +246,7 @@ pub fn weighted_power_traces(
     let mut total = Tensor::zeros([v.size()[0]], (v.kind(), v.device()));
     for &c in coefficients {
         w = apply(&w)?;
-        total = total + per_sample_sum(&(&w * v)) * c;
+        total = &total + per_sample_sum(&(&w * v)) * c;
     }
     Ok(total)
 }
