@@ -7,6 +7,7 @@
 //!
 //! Modules depend downwards: `linalg` <- `nn` <- `flows` <- `models` <- `train` <- `apps` <- CLI.
 pub mod apps;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

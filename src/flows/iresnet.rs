@@ -64,6 +64,7 @@ impl Transform for IResBlock {
     }
 
     fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
+        let x = &self.g.preferred_layout(x);
         if ctx.logdet.backend() == Backend::Vjp
             && !matches!(ctx.logdet, logdet::LogDetEstimator::Exact)
         {
@@ -83,13 +84,14 @@ impl Transform for IResBlock {
     fn inverse(&self, y: &Tensor, ctx: &mut FlowContext) -> Result<Tensor> {
         let cfg = ctx.inverse;
         let (x, iters, residual) = tch::no_grad(|| -> Result<(Tensor, usize, f64)> {
-            let y = y.detach();
+            let y = self.g.preferred_layout(&y.detach());
+            let weights = self.g.normalized_weights(false);
             let scale = y.abs() * cfg.rtol + cfg.atol;
             let mut x = y.shallow_clone();
             let mut residual = f64::INFINITY;
             for iter in 1..=cfg.max_iter {
-                let next = &y - self.g.forward(&x, false)?;
-                residual = ((&next - &x).abs() / &scale).max().double_value(&[]);
+                let next = &y - self.g.forward_with(&x, &weights)?;
+                residual = (&next - &x).abs_().g_div_(&scale).max().double_value(&[]);
                 x = next;
                 if residual < 1.0 {
                     return Ok((x, iter, residual));

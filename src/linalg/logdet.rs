@@ -201,11 +201,28 @@ pub fn truncation_bound(d: usize, lip: f64, n: usize) -> f64 {
 }
 
 /// A probe of the same shape, dtype and device as `like`, drawn from libtorch's generator.
+///
+/// The entries are drawn in row-major order of the shape and then stored in `like`'s memory
+/// layout, so the probe's values do not depend on the layout (and drawing stays fast: libtorch's
+/// `randn_like` of a channels-last tensor is several times slower than a contiguous draw).
 pub fn sample_probe(like: &Tensor, probe: Probe) -> Tensor {
-    match probe {
-        Probe::Gaussian => like.randn_like(),
-        Probe::Rademacher => like.rand_like().ge(0.5).to_kind(like.kind()) * 2.0 - 1.0,
+    let options = (like.kind(), like.device());
+    let v = match probe {
+        Probe::Gaussian => Tensor::randn(like.size(), options),
+        Probe::Rademacher => {
+            Tensor::rand(like.size(), options)
+                .ge(0.5)
+                .to_kind(like.kind())
+                * 2.0
+                - 1.0
+        }
+    };
+    if like.is_contiguous() {
+        return v;
     }
+    let mut out = like.empty_like();
+    out.copy_(&v);
+    out
 }
 
 /// Sum over every dimension but the first: per-sample inner products.

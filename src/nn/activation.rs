@@ -12,7 +12,7 @@ use tch::{nn::Path, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationKind {
-    /// `x` for `x > 0`, `e^x - 1` otherwise; `phi' = min(1, e^x)`.
+    /// `x` for `x > 0`, `e^x - 1` otherwise; `phi' = min(1, e^x) = min(1, phi + 1)`.
     Elu,
     /// `ln(1 + e^x)`; `phi' = sigmoid(x)`.
     Softplus,
@@ -70,7 +70,12 @@ impl Activation {
     /// `(phi(a), phi'(a))`, both differentiable in `a` and in the activation's parameters.
     pub fn forward_with_derivative(&self, a: &Tensor) -> Result<(Tensor, Tensor)> {
         Ok(match self.kind {
-            ActivationKind::Elu => (a.elu(), a.clamp_max(0.0).exp()),
+            ActivationKind::Elu => {
+                // phi'(a) = e^a = phi(a) + 1 for a < 0, and 1 otherwise: from the output, no exp
+                let y = a.elu();
+                let d = (&y + 1.0).clamp_max(1.0);
+                (y, d)
+            }
             ActivationKind::Softplus => (a.softplus(), a.sigmoid()),
             ActivationKind::Relu => (a.relu(), a.gt(0.0).to_kind(a.kind())),
             ActivationKind::Lipswish => {

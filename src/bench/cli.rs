@@ -1,0 +1,131 @@
+//! The flags of `genflow bench`, turned into a validated [`BenchConfig`] before anything runs.
+//!
+//! The CLI flattens [`BenchArgs`] into its `bench` subcommand and calls [`run_cli`].
+
+use super::plot::{plot_scaling, ScalingTable};
+use super::{run, BenchConfig, BlockShape, Workload};
+use crate::linalg::logdet::Backend;
+use crate::{Error, Result};
+use std::path::PathBuf;
+use tch::Device;
+
+/// `genflow bench [--json] [--workload NAME] [--device cpu|cuda] ...`
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Print one line of JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run only this workload (repeatable): block-step, block-forward, block-inverse,
+    /// logdet-terms, toy-step, mnist-step, matmul-1024. Default: all.
+    #[arg(long = "workload", value_name = "NAME")]
+    pub workloads: Vec<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Jacobian products of the block log-det: tangent (first-order) or vjp (double backward).
+    #[arg(long, default_value = "tangent")]
+    pub backend: String,
+    /// Hidden channels of the block.
+    #[arg(long, default_value_t = BlockShape::default().hidden)]
+    pub hidden: i64,
+    /// Series terms of the block log-det.
+    #[arg(long, default_value_t = BlockShape::default().terms)]
+    pub terms: usize,
+    /// Batch size of the block workloads.
+    #[arg(long, default_value_t = BlockShape::default().batch)]
+    pub batch: i64,
+    /// Untimed runs before the samples.
+    #[arg(long, default_value_t = BenchConfig::default().warmup)]
+    pub warmup: usize,
+    /// Timed runs per workload.
+    #[arg(long, default_value_t = BenchConfig::default().samples)]
+    pub samples: usize,
+    /// libtorch intra-op threads (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+    /// Keep the C allocator's defaults instead of reusing freed memory (for comparisons).
+    #[arg(long)]
+    pub default_malloc: bool,
+    /// Instead of benchmarking, draw the scaling table written by `benches/compare --scaling`
+    /// as a PNG (see --out).
+    #[arg(long, value_name = "JSON")]
+    pub plot_scaling: Option<PathBuf>,
+    /// Where --plot-scaling writes its PNG (default: the JSON path with .png).
+    #[arg(long, value_name = "PNG")]
+    pub out: Option<PathBuf>,
+}
+
+fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| Error::config(format!("unknown device '{s}'; use cpu, cuda or cuda:N"))),
+    }
+}
+
+fn parse_backend(s: &str) -> Result<Backend> {
+    match s {
+        "tangent" => Ok(Backend::Tangent),
+        "vjp" => Ok(Backend::Vjp),
+        _ => Err(Error::config(format!(
+            "unknown backend '{s}'; use tangent or vjp"
+        ))),
+    }
+}
+
+impl BenchArgs {
+    /// The validated configuration these flags describe.
+    pub fn to_config(&self) -> Result<BenchConfig> {
+        let defaults = BenchConfig::default();
+        let workloads = if self.workloads.is_empty() {
+            defaults.workloads.clone()
+        } else {
+            self.workloads
+                .iter()
+                .map(|w| w.parse())
+                .collect::<Result<Vec<Workload>>>()?
+        };
+        let config = BenchConfig {
+            workloads,
+            device: parse_device(&self.device)?,
+            backend: parse_backend(&self.backend)?,
+            block: BlockShape {
+                hidden: self.hidden,
+                terms: self.terms,
+                batch: self.batch,
+                ..BlockShape::default()
+            },
+            warmup: self.warmup,
+            samples: self.samples,
+            threads: self.threads,
+            reuse_memory: !self.default_malloc,
+            ..defaults
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Runs `genflow bench` with parsed flags: prints the table (or JSON), or draws the scaling plot.
+pub fn run_cli(args: &BenchArgs) -> Result<()> {
+    if let Some(json) = &args.plot_scaling {
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| json.with_extension("png"));
+        plot_scaling(&ScalingTable::load(json)?, &out)?;
+        println!("wrote {}", out.display());
+        return Ok(());
+    }
+    let report = run(&args.to_config()?)?;
+    if args.json {
+        println!("{}", report.to_json()?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! The benchmark workloads: models, inputs and the timed closures.
+
+use super::timing::{measure, repeat};
+use super::{BenchConfig, BlockShape, Workload, WorkloadResult};
+use crate::config::{ModelConfig, RunConfig};
+use crate::distributions::StandardNormal;
+use crate::flows::{Flow, FlowContext, IResBlock, Sequential, Transform};
+use crate::linalg::logdet::{Backend, LogDetEstimator, Probe};
+use crate::models::VectorFlow;
+use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
+use crate::Result;
+use tch::nn::{OptimizerConfig, Path, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// Learning rate of the Adam steps (Residual Flows' default).
+const LEARNING_RATE: f64 = 1e-3;
+/// Power-iteration tolerance and limit used to settle the spectral norms before evaluation
+/// workloads, so that every implementation inverts a block normalised to the same `c`.
+const REFINE_TOL: f64 = 1e-6;
+const REFINE_MAX_ITER: usize = 200;
+/// Series terms of the cheap side of the paired `logdet-terms` measurement.
+const LOW_TERMS: usize = 1;
+
+/// Runs one workload; `logdet-terms` gives one result per backend.
+pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<WorkloadResult>> {
+    tch::manual_seed(config.seed);
+    Ok(match workload {
+        Workload::BlockStep => vec![block_step(config)?],
+        Workload::BlockForward => vec![block_forward(config)?],
+        Workload::BlockInverse => vec![block_inverse(config)?],
+        Workload::LogdetTerms => {
+            vec![
+                logdet_term(config, Backend::Tangent)?,
+                logdet_term(config, Backend::Vjp)?,
+            ]
+        }
+        Workload::ToyStep => vec![model_step(config, "toy-step", toy_model)?],
+        Workload::MnistStep => vec![model_step(config, "mnist-step", mnist_model)?],
+        Workload::Matmul => vec![matmul(config)?],
+    })
+}
+
+/// One optimiser update: clears the gradients, backpropagates `loss` and steps.
+///
+/// This is the only place the benchmarks touch the optimiser, so swapping in genflow's own
+/// (`crate::optim`) changes this function and [`new_optimizer`] only.
+pub fn adam_step(opt: &mut tch::nn::Optimizer, loss: &Tensor) -> Result<()> {
+    opt.zero_grad();
+    loss.f_backward()?;
+    opt.step();
+    Ok(())
+}
+
+/// Adam (`beta = (0.9, 0.999)`, `eps = 1e-8`) over every trainable variable of `vs`.
+fn new_optimizer(vs: &VarStore) -> Result<tch::nn::Optimizer> {
+    Ok(tch::nn::Adam::default().build(vs, LEARNING_RATE)?)
+}
+
+/// The SN conv i-ResNet block of the block workloads: ELU, kernels 3-1-3, activation first.
+pub fn conv_block(p: &Path, shape: &BlockShape) -> Result<IResBlock> {
+    let conv = ConvShape {
+        channels: shape.channels,
+        hidden: shape.hidden,
+        kernels: vec![3, 1, 3],
+        hw: (shape.size, shape.size),
+    };
+    let spectral = SpectralConfig {
+        coeff: shape.coeff,
+        n_power_iter: shape.power_iter,
+    };
+    Ok(IResBlock::new(ResidualNet::conv(
+        p,
+        &conv,
+        ActivationKind::Elu,
+        spectral,
+        true,
+    )?))
+}
+
+fn block_input(shape: &BlockShape, device: Device) -> Tensor {
+    Tensor::randn(
+        [shape.batch, shape.channels, shape.size, shape.size],
+        (Kind::Float, device),
+    )
+}
+
+fn series(terms: usize, backend: Backend) -> LogDetEstimator {
+    LogDetEstimator::Series {
+        terms,
+        probe: Probe::Gaussian,
+        backend,
+    }
+}
+
+/// A training step of a flow on a fixed batch: `-mean(log p(x))`, backward, Adam.
+struct Trainer {
+    flow: Flow,
+    vs: VarStore,
+    x: Tensor,
+}
+
+impl Trainer {
+    fn new(vs: VarStore, transform: Sequential, x: Tensor) -> Self {
+        let base = Box::new(StandardNormal::new(&x.size()[1..]));
+        Trainer {
+            flow: Flow::new(transform, base),
+            vs,
+            x,
+        }
+    }
+
+    fn stepper(
+        &self,
+        estimator: LogDetEstimator,
+        seed: u64,
+    ) -> Result<impl FnMut() -> Result<()> + '_> {
+        let mut opt = new_optimizer(&self.vs)?;
+        let mut ctx = FlowContext::train(estimator, seed);
+        Ok(move || {
+            let loss = -self.flow.log_prob(&self.x, &mut ctx)?.mean(Kind::Float);
+            adam_step(&mut opt, &loss)
+        })
+    }
+}
+
+fn block_trainer(config: &BenchConfig, shape: &BlockShape) -> Result<Trainer> {
+    let vs = VarStore::new(config.device);
+    let mut transform = Sequential::new();
+    transform.push(conv_block(&(vs.root() / "block"), shape)?);
+    Ok(Trainer::new(
+        vs,
+        transform,
+        block_input(shape, config.device),
+    ))
+}
+
+fn block_step(config: &BenchConfig) -> Result<WorkloadResult> {
+    let trainer = block_trainer(config, &config.block)?;
+    let mut step = trainer.stepper(
+        series(config.block.terms, config.backend),
+        config.seed as u64,
+    )?;
+    let samples = repeat(config.device, config.warmup, config.samples, &mut step)?;
+    WorkloadResult::from_samples("block-step", &samples)
+}
+
+/// A block with settled spectral norms (evaluation weights) and an input batch.
+fn eval_block(config: &BenchConfig) -> Result<(VarStore, IResBlock, Tensor)> {
+    let vs = VarStore::new(config.device);
+    let block = conv_block(&(vs.root() / "block"), &config.block)?;
+    block.g.refine_spectral_norms(REFINE_TOL, REFINE_MAX_ITER);
+    let x = block_input(&config.block, config.device);
+    Ok((vs, block, x))
+}
+
+fn block_forward(config: &BenchConfig) -> Result<WorkloadResult> {
+    let (_vs, block, x) = eval_block(config)?;
+    let mut ctx = FlowContext::eval(
+        series(config.block.terms, config.backend),
+        config.seed as u64,
+    );
+    let mut forward = || -> Result<()> {
+        let (y, ld) = tch::no_grad(|| block.forward(&x, &mut ctx))?;
+        drop((y, ld));
+        Ok(())
+    };
+    let samples = repeat(config.device, config.warmup, config.samples, &mut forward)?;
+    WorkloadResult::from_samples("block-forward", &samples)
+}
+
+fn block_inverse(config: &BenchConfig) -> Result<WorkloadResult> {
+    let (_vs, block, x) = eval_block(config)?;
+    let mut ctx = FlowContext::eval(LogDetEstimator::default(), config.seed as u64);
+    ctx.inverse = config.inverse;
+    let y = tch::no_grad(|| -> Result<Tensor> { Ok(&x + block.g.forward(&x, false)?) })?;
+    let mut error = f64::NAN;
+    let mut inverse = || -> Result<()> {
+        ctx.inverse_stats = Default::default();
+        let x_rec = block.inverse(&y, &mut ctx)?;
+        error = (x_rec - &x).abs().max().double_value(&[]);
+        Ok(())
+    };
+    let samples = repeat(config.device, config.warmup, config.samples, &mut inverse)?;
+    let stats = ctx.inverse_stats;
+    let result = WorkloadResult::from_samples("block-inverse", &samples)?;
+    let per_iteration = result.median.unwrap_or(f64::NAN) / stats.max_iters.max(1) as f64;
+    Ok(result
+        .with("iterations", stats.max_iters)
+        .with("residual", stats.max_residual)
+        .with("error", error)
+        .with("per_iteration_ms", per_iteration))
+}
+
+/// Cost of one series term in a training step with `backend`: paired samples of a step with
+/// `1` and `1 + terms` terms, `(t_hi - t_lo) / terms` each, so drifting machine load cancels.
+fn logdet_term(config: &BenchConfig, backend: Backend) -> Result<WorkloadResult> {
+    let high = LOW_TERMS + config.block.terms;
+    let trainer = block_trainer(config, &config.block)?;
+    let seed = config.seed as u64;
+    let mut low_step = trainer.stepper(series(LOW_TERMS, backend), seed)?;
+    let mut high_step = trainer.stepper(series(high, backend), seed)?;
+    for _ in 0..config.warmup {
+        low_step()?;
+        high_step()?;
+    }
+    let per_term = (0..config.samples)
+        .map(|_| {
+            let lo = measure(config.device, &mut low_step)?;
+            let hi = measure(config.device, &mut high_step)?;
+            Ok(hi.difference(lo, (high - LOW_TERMS) as f64))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let name = match backend {
+        Backend::Tangent => "logdet-term-tangent",
+        Backend::Vjp => "logdet-term-vjp",
+    };
+    Ok(WorkloadResult::from_samples(name, &per_term)?.with("terms", vec![LOW_TERMS, high]))
+}
+
+/// A model for a `*-step` workload: the flow with the store that owns its parameters, a training
+/// batch and the log-det estimator it trains with.
+pub struct StepModel {
+    pub vs: VarStore,
+    pub flow: Flow,
+    pub input: Tensor,
+    pub estimator: LogDetEstimator,
+}
+
+/// Builds a [`StepModel`]; `None` when the model is not available in this build.
+pub type ModelBuilder = fn(&BenchConfig) -> Option<Result<StepModel>>;
+
+/// The `iresnet-toy` preset's model ([`VectorFlow`]: ActNorm and an i-ResNet block around an MLP
+/// `2-w-w-w-2` with LipSwish, c = 0.9, 1 power iteration, per block) with `config.toy`'s block
+/// count, width and batch, trained with the preset's estimator (exact log-det) on `N(0, I)` points.
+pub fn toy_model(config: &BenchConfig) -> Option<Result<StepModel>> {
+    let build = || -> Result<StepModel> {
+        let preset = RunConfig::resolve("iresnet-toy", &[])?;
+        let toy = config.toy;
+        let model = ModelConfig {
+            blocks: toy.blocks,
+            hidden: vec![toy.width; 3],
+            ..preset.model
+        };
+        let VectorFlow { vs, flow } = VectorFlow::new(&model, 2, config.device)?;
+        let input = Tensor::randn([toy.batch, 2], (Kind::Float, config.device));
+        Ok(StepModel {
+            vs,
+            flow,
+            input,
+            estimator: preset.train.logdet,
+        })
+    };
+    Some(build())
+}
+
+/// **Hook for the `mnist-step` workload.** Returns the MNIST density model (SPEC section 1:
+/// Residual Flows' MNIST i-ResNet) with a training batch, once that model exists in the crate;
+/// until then `None`, and the workload is reported as skipped. To enable it, build the model here
+/// from its module (e.g. `crate::models`) with a `[64, 1, 28, 28]` batch and its training
+/// estimator.
+pub fn mnist_model(_config: &BenchConfig) -> Option<Result<StepModel>> {
+    None
+}
+
+fn model_step(config: &BenchConfig, name: &str, builder: ModelBuilder) -> Result<WorkloadResult> {
+    let model = match builder(config) {
+        None => {
+            return Ok(WorkloadResult::skipped(
+                name,
+                "model not available in this build",
+            ))
+        }
+        Some(model) => model?,
+    };
+    let trainer = Trainer {
+        flow: model.flow,
+        vs: model.vs,
+        x: model.input,
+    };
+    let mut step = trainer.stepper(model.estimator, config.seed as u64)?;
+    let samples = repeat(config.device, config.warmup, config.samples, &mut step)?;
+    WorkloadResult::from_samples(name, &samples)
+}
+
+fn matmul(config: &BenchConfig) -> Result<WorkloadResult> {
+    let n = config.matmul_n;
+    let a = Tensor::randn([n, n], (Kind::Float, config.device));
+    let b = Tensor::randn([n, n], (Kind::Float, config.device));
+    let mut mm = || -> Result<()> {
+        let c = a.f_matmul(&b)?;
+        drop(c);
+        Ok(())
+    };
+    let samples = repeat(config.device, config.warmup, config.samples, &mut mm)?;
+    let result = WorkloadResult::from_samples("matmul-1024", &samples)?;
+    let flop = 2.0 * (n as f64).powi(3);
+    let gflops = |ms: Option<f64>| ms.map(|ms| flop / (ms * 1e-3) / 1e9);
+    let (median, best) = (gflops(result.median), gflops(result.min));
+    Ok(result
+        .with("gflops", median)
+        .with("gflops_max", best)
+        .with("n", n))
+}
+
+impl std::fmt::Debug for StepModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepModel")
+            .field("flow", &self.flow)
+            .field("input", &self.input.size())
+            .field("estimator", &self.estimator)
+            .finish()
+    }
+}
