@@ -192,7 +192,7 @@ fn flags_become_a_validated_config() {
     assert!(config_from(&["--samples", "0"]).is_err());
     if !tch::Cuda::is_available() {
         let err = config_from(&["--device", "cuda"]).unwrap_err().to_string();
-        assert!(err.contains("not available"), "{err}");
+        assert!(err.contains("CUDA device"), "{err}");
     }
 }
 

@@ -7,7 +7,6 @@ use super::{run, BenchConfig, BlockShape, Workload};
 use crate::linalg::logdet::Backend;
 use crate::{Error, Result};
 use std::path::PathBuf;
-use tch::Device;
 
 /// `genflow bench [--json] [--workload NAME] [--device cpu|cuda] ...`
 #[derive(Debug, Clone, clap::Args)]
@@ -55,18 +54,6 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
-fn parse_device(s: &str) -> Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|i| i.parse().ok())
-            .map(Device::Cuda)
-            .ok_or_else(|| Error::config(format!("unknown device '{s}'; use cpu, cuda or cuda:N"))),
-    }
-}
-
 fn parse_backend(s: &str) -> Result<Backend> {
     match s {
         "tangent" => Ok(Backend::Tangent),
@@ -91,7 +78,7 @@ impl BenchArgs {
         };
         let config = BenchConfig {
             workloads,
-            device: parse_device(&self.device)?,
+            device: crate::device::select(&self.device)?,
             backend: parse_backend(&self.backend)?,
             block: BlockShape {
                 hidden: self.hidden,

@@ -239,7 +239,7 @@ pub fn toy_model(config: &BenchConfig) -> Option<Result<StepModel>> {
         let model = ModelConfig {
             blocks: toy.blocks,
             hidden: vec![toy.width; 3],
-            ..preset.model
+            ..preset.vector_model()?.clone()
         };
         let VectorFlow { vs, flow } = VectorFlow::new(&model, 2, config.device)?;
         let input = Tensor::randn([toy.batch, 2], (Kind::Float, config.device));

@@ -14,12 +14,13 @@ use std::path::PathBuf;
     about = "Invertible neural networks and generative models"
 )]
 struct Cli {
-    /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.
-    #[arg(long, global = true, default_value = "auto")]
+    /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (before the subcommand;
+    /// `genflow bench` takes its own).
+    #[arg(long, default_value = "auto")]
     device: String,
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice, which honours
     /// OMP_NUM_THREADS). Small models run fastest with 1.
-    #[arg(long, global = true)]
+    #[arg(long)]
     threads: Option<i32>,
     #[command(subcommand)]
     command: Command,
@@ -67,6 +68,8 @@ enum Command {
     },
     /// List the presets shipped in the binary.
     Presets,
+    /// Run the fixed benchmark workloads (median/min/max ms and peak memory per workload).
+    Bench(genflow::bench::cli::BenchArgs),
     /// Matrix tools.
     Linalg {
         #[command(subcommand)]
@@ -139,6 +142,7 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&genflow::linalg::check::identity_report(n, seed)?)?
             );
         }
+        Command::Bench(args) => genflow::bench::cli::run_cli(&args)?,
         Command::Presets => {
             for p in PRESETS {
                 println!("{:<28} {}", p.name, p.summary);
