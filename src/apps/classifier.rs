@@ -118,20 +118,15 @@ pub fn train(
     resume: bool,
     device: Device,
 ) -> Result<LoopOutcome> {
-    let (train_set, test_set) = super::load_image_data(config)?;
-    let test_set = match config.data.test_size {
-        Some(n) => test_set.subset(n.min(test_set.len()))?,
-        None => test_set,
-    };
     let (vs, model) = build(config, device)?;
-    let (per_epoch, steps) = super::image_run_steps(config, train_set.len());
-    let eval_every = Some(config.train.eval_every.unwrap_or(per_epoch));
-    let (mut optimizer, start, tensors, settings) =
-        super::start_run(&vs, config, out_dir, resume, steps, eval_every)?;
-    let mut ema = config.train.ema_decay.map(|d| Ema::new(&vs, d));
-    if let (Some(ema), true) = (&mut ema, resume) {
-        ema.load(&tensors)?;
-    }
+    let super::ImageRun {
+        train_set,
+        test_set,
+        mut optimizer,
+        start,
+        settings,
+        ema,
+    } = super::start_image_run(&vs, config, out_dir, resume)?;
     let mut objective = ClassifierObjective {
         model: &model,
         config,

@@ -1,0 +1,147 @@
+//! The image jobs end to end on a synthetic digits file the test writes itself: density training
+//! with resume and evaluation, sampling, and classifier training.
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn genflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_genflow"))
+        .args(["--device", "cpu", "--threads", "1"])
+        .args(args)
+        .output()
+        .expect("run genflow")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "genflow failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// 1530 rows of 8x8 "digits" (levels 0-16): 1500 train, 30 test; images are bright where
+/// `(row + col + label) % 3 == 0`.
+fn write_digits(dir: &Path) {
+    std::fs::create_dir_all(dir.join("digits")).unwrap();
+    let file = std::fs::File::create(dir.join("digits/digits.csv.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
+    for i in 0..1530usize {
+        let label = i % 10;
+        let pixels: Vec<String> = (0..64)
+            .map(|p| {
+                if (p / 8 + p % 8 + label) % 3 == 0 {
+                    "16"
+                } else {
+                    "1"
+                }
+                .to_string()
+            })
+            .collect();
+        writeln!(gz, "{},{label}", pixels.join(",")).unwrap();
+    }
+    gz.finish().unwrap();
+}
+
+#[test]
+fn image_density_and_classifier_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_digits(tmp.path());
+    let data = format!("data.dir=\"{}\"", tmp.path().display());
+    let run = tmp.path().join("density");
+    let run_s = run.to_str().unwrap();
+    let density = |steps: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            "iresnet-digits",
+            "--out",
+            run_s,
+            "--set",
+            &data,
+        ];
+        for s in [
+            "image_model.scales=[1, 1]",
+            "image_model.hidden=8",
+            "train.batch_size=32",
+            "train.eval_every=2",
+            "train.log_every=1",
+            steps,
+        ] {
+            args.extend(["--set", s]);
+        }
+        args.extend_from_slice(extra);
+        genflow(&args)
+    };
+    ok(&density("train.steps=2", &[]));
+    ok(&density("train.steps=4", &["--resume"]));
+    for f in [
+        "checkpoint.safetensors",
+        "best.safetensors",
+        "samples.png",
+        "reconstructions.png",
+        "curves.png",
+    ] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&genflow(&["eval", "--run", run_s, "--json"]))).unwrap();
+    let bpd = report["test_bits_per_dim"].as_f64().unwrap();
+    // a density on 17 levels per pixel: bits/dim lies between 0 and well above log2(17) = 4.09 early
+    assert!(bpd.is_finite() && bpd > 0.0, "{report}");
+    assert!(
+        report["inverse_max_abs_err"].as_f64().unwrap() < 1e-4,
+        "{report}"
+    );
+    assert_eq!(report["test_images"], 30);
+    let png = tmp.path().join("s.png");
+    ok(&genflow(&[
+        "sample",
+        "--run",
+        run_s,
+        "-n",
+        "16",
+        "--out",
+        png.to_str().unwrap(),
+    ]));
+    assert!(png.exists());
+
+    let cls = tmp.path().join("cls");
+    let mut args = vec![
+        "train",
+        "--config",
+        "iresnet-classifier-mnist",
+        "--out",
+        cls.to_str().unwrap(),
+        "--set",
+        &data,
+    ];
+    for s in [
+        "data.dataset=\"digits\"",
+        "classifier.in_shape=[1, 8, 8]",
+        "classifier.stages=[1, 1]",
+        "classifier.hidden=[8, 8]",
+        "train.steps=3",
+        "train.batch_size=32",
+        "data.test_size=30",
+    ] {
+        args.extend(["--set", s]);
+    }
+    ok(&genflow(&args));
+    let report: serde_json::Value = serde_json::from_str(&ok(&genflow(&[
+        "eval",
+        "--run",
+        cls.to_str().unwrap(),
+        "--json",
+    ])))
+    .unwrap();
+    let acc = report["test_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc), "{report}");
+    assert!(
+        report["inverse_max_abs_err"].as_f64().unwrap() < 1e-3,
+        "{report}"
+    );
+}
