@@ -5,6 +5,7 @@ mod common;
 use common::{randn, seed_lock};
 use genflow::distributions::BaseKind;
 use genflow::flows::FlowContext;
+use genflow::flows::MixingLayer;
 use genflow::linalg::logdet::{per_sample_sum, LogDetEstimator};
 use genflow::metrics::bits_per_dim;
 use genflow::models::{ClassifierConfig, IResNetClassifier, ImageFlow, ImageFlowConfig};
@@ -146,11 +147,19 @@ fn rgb_config() -> ImageFlowConfig {
 fn reconstruction_error_is_small_in_f32() {
     let _guard = setup();
     tch::manual_seed(3);
-    let vs = VarStore::new(Device::Cpu);
     let data = Tensor::rand([16, 3, 8, 8], (Kind::Float, Device::Cpu));
-    for factor_out in [false, true] {
+    // with and without factor-out, and with matrix-exponential 1x1 convs between the blocks
+    let variants = [
+        (false, MixingLayer::None),
+        (true, MixingLayer::None),
+        (true, MixingLayer::MatrixExp),
+        (false, MixingLayer::RankOneExp),
+    ];
+    for (factor_out, mixing) in variants {
+        let vs = VarStore::new(Device::Cpu);
         let config = ImageFlowConfig {
             factor_out,
+            mixing,
             ..rgb_config()
         };
         let model = trained_looking_model(&vs, &config, &data);
@@ -162,7 +171,7 @@ fn reconstruction_error_is_small_in_f32() {
         // sigmoid (derivative <= 1/4): errors of order 1e-5 at most
         assert!(
             err < 1e-4,
-            "factor_out {factor_out}: reconstruction error {err:e}"
+            "factor_out {factor_out}, {mixing:?}: reconstruction error {err:e}"
         );
         assert!(
             ctx.inverse_stats.max_residual < 1.0,
