@@ -152,6 +152,10 @@ pub struct TrainConfig {
     /// The log-det estimator used for the training loss.
     #[serde(default)]
     pub logdet: LogDetEstimator,
+    /// Wall-clock budget of one `genflow train` invocation in minutes: when it is spent, training
+    /// ends early as if the last step were reached (checkpoint, final evaluation, pictures).
+    #[serde(default)]
+    pub max_minutes: Option<f64>,
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -310,6 +314,13 @@ impl RunConfig {
     /// Checks ranges and consistency; the message says which key to change.
     pub fn validate(&self) -> Result<()> {
         self.train.logdet.validate()?;
+        if let Some(m) = self.train.max_minutes {
+            if !(m.is_finite() && m > 0.0) {
+                return Err(Error::config(format!(
+                    "train.max_minutes = {m}: the time budget must be a positive number of minutes (or left out)"
+                )));
+            }
+        }
         self.eval.logdet.validate()?;
         match self.task {
             Task::ToyDensity => {

@@ -383,3 +383,41 @@ fn check_classifier(config: ClassifierConfig) {
     let off = &features + Tensor::randn([8, 32, 4, 4], (Kind::Float, Device::Cpu)) * 0.5;
     assert!(net.invert_features(&off, &mut ctx).is_err());
 }
+
+/// The head's BatchNorm tracks the current network closely (momentum 0.9, as the official code):
+/// after one training-mode pass from the initial statistics (mean 0, variance 1) the running
+/// statistics are `0.1 * initial + 0.9 * batch`, and evaluation mode then normalises with them.
+#[test]
+fn classifier_head_statistics_follow_the_last_batch() {
+    let _guard = setup();
+    tch::manual_seed(8);
+    let vs = VarStore::new(Device::Cpu);
+    let config = ClassifierConfig {
+        actnorm: false,
+        ..small_classifier_config()
+    };
+    let net = IResNetClassifier::new(&vs.root(), &config).unwrap();
+    // inputs with mean 3, so that the feature means are far from the initial running mean 0
+    let x = Tensor::randn([16, 3, 8, 8], (Kind::Float, Device::Cpu)) + 3.0;
+    let _logits = tch::no_grad(|| net.forward_t(&x, true)).unwrap();
+    let features = tch::no_grad(|| net.features(&x, false)).unwrap();
+    let dims = [0i64, 2, 3];
+    let mean = features.mean_dim(dims.as_slice(), false, Kind::Float);
+    let var = features.var_dim(dims.as_slice(), true, false);
+    let vars = vs.variables();
+    let m = genflow::models::classifier::HEAD_NORM_MOMENTUM;
+    let expected_mean = &mean * m;
+    let expected_var = &var * m + (1.0 - m);
+    let err_mean = (&vars["head.norm.running_mean"] - expected_mean)
+        .abs()
+        .max()
+        .double_value(&[]);
+    let err_var = (&vars["head.norm.running_var"] - expected_var)
+        .abs()
+        .max()
+        .double_value(&[]);
+    // evaluation mode uses the spectral norms the training pass stored: the same features
+    assert!(mean.abs().max().double_value(&[]) > 1.0);
+    assert!(err_mean < 1e-4, "running mean off by {err_mean}");
+    assert!(err_var < 1e-3, "running variance off by {err_var}");
+}

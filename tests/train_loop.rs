@@ -35,6 +35,7 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
         config_toml: "x = 1".into(),
         log_grad_stats: true,
         eval_every: None,
+        time_budget: None,
     };
     let mut objective = Quadratic {
         w: w.shallow_clone(),
@@ -51,4 +52,35 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
     assert_eq!(last["step"], 7);
     assert!(last.get("grad_norm").is_some(), "{last}");
+}
+
+/// A spent time budget ends the loop after the current step as if it were the last: a checkpoint
+/// at that step, a final metrics line, `out_of_time` set.
+#[test]
+fn time_budget_ends_training_with_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let w = vs.root().var("w", &[3], tch::nn::Init::Const(1.0));
+    let mut optimizer = Optimizer::new(&vs, &OptimConfig::default()).unwrap();
+    let settings = LoopSettings {
+        steps: 1000,
+        checkpoint_every: 500,
+        log_every: 500,
+        out_dir: dir.path().to_path_buf(),
+        config_toml: "x = 1".into(),
+        log_grad_stats: false,
+        eval_every: None,
+        time_budget: Some(std::time::Duration::ZERO),
+    };
+    let mut objective = Quadratic {
+        w: w.shallow_clone(),
+        nan_at: u64::MAX,
+    };
+    let outcome = train::run(&vs, &mut optimizer, &mut objective, &settings, 0).unwrap();
+    assert!(outcome.out_of_time && !outcome.interrupted, "{outcome:?}");
+    assert_eq!(outcome.last_step, 1);
+    let (_, meta) = genflow::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
+    assert_eq!(meta.step, 1);
+    let lines = std::fs::read_to_string(dir.path().join(train::METRICS_FILE)).unwrap();
+    assert_eq!(lines.lines().count(), 1);
 }

@@ -54,6 +54,11 @@ LN_2PI = math.log(2 * math.pi)
 # genflow's iresnet-toy preset: 10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, c = 0.9,
 # 1 power iteration per step, batch 500, exact log-det, Adam 1e-3.
 TOY_BLOCKS, TOY_WIDTH, TOY_BATCH, TOY_POWER_ITER = 10, 64, 500, 1
+# genflow's iresnet-mnist preset: logit (alpha 1e-6), scales [2, 4, 4] of [ActNorm, conv block
+# 3-1-3 with hidden 32] on 1x28x28, 4x14x14, 16x7x7, LipSwish, c = 0.95, 1 power iteration,
+# batch 64; the bench uses 3 series terms (the mean cost of the preset's Russian roulette).
+MNIST_SCALES, MNIST_HIDDEN, MNIST_COEFF, MNIST_BATCH, MNIST_TERMS = [2, 4, 4], 32, 0.95, 64, 3
+MNIST_ALPHA = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +208,8 @@ def mlp_net(dims, activation, coeff, n_power_iter):
 
 
 def per_sample_sum(t):
-    return t.flatten(1).sum(1)
+    """Sum over every dimension but the first (no copy for channels-last tensors)."""
+    return t.sum(dim=tuple(range(1, t.dim())))
 
 
 def series_coefficients(n):
@@ -254,13 +260,17 @@ class ActNorm(nn.Module):
         self.initialized = False
 
     def forward(self, x):
+        """Vectors ``[B, D]`` per feature, images ``[B, C, H, W]`` per channel (log-det x H W)."""
+        per = x.transpose(0, 1).reshape(x.shape[1], -1)
         if self.training and not self.initialized:
             with torch.no_grad():
-                self.bias.copy_(-x.mean(0))
-                self.log_scale.copy_(-(x.std(0) + 1e-6).log())
+                self.bias.copy_(-per.mean(1))
+                self.log_scale.copy_(-(per.std(1) + 1e-6).log())
             self.initialized = True
-        y = (x + self.bias) * self.log_scale.exp()
-        return y, self.log_scale.sum().expand(x.shape[0])
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        y = (x + self.bias.view(shape)) * self.log_scale.exp().view(shape)
+        pixels = per.shape[1] // x.shape[0]
+        return y, (self.log_scale.sum() * pixels).expand(x.shape[0])
 
 
 def standard_normal_log_prob(z):
@@ -326,7 +336,8 @@ class Bench:
 
     def block_input(self):
         a = self.args
-        return torch.randn(a.batch, a.channels, a.size, a.size, device=self.device)
+        x = torch.randn(a.batch, a.channels, a.size, a.size, device=self.device)
+        return x.to(memory_format=torch.channels_last) if a.channels_last else x
 
     def repeat(self, step):
         a = self.args
@@ -390,10 +401,10 @@ class Bench:
                     xk = nxt
                     if residual < 1.0:
                         break
-                stats.update(iterations=it, residual=residual,
-                             error=(xk - x).abs().max().item())
+                stats.update(iterations=it, residual=residual, x=xk)
 
         samples = self.repeat(inverse)
+        stats["error"] = (stats.pop("x") - x).abs().max().item()
         per_iteration = statistics.median(w for w, _ in samples) / stats["iterations"]
         return summary("block-inverse", samples, rss, per_iteration_ms=per_iteration, **stats)
 
@@ -447,7 +458,43 @@ class Bench:
         return summary("toy-step", self.repeat(step), rss)
 
     def mnist_step(self, rss):
-        return {"name": "mnist-step", "skipped": "no MNIST model in the PyTorch reference yet"}
+        """A training step of genflow's iresnet-mnist model (see MNIST_* above)."""
+        torch.manual_seed(self.args.seed)
+        scales, shape = [], (1, 28, 28)
+        for i, blocks in enumerate(MNIST_SCALES):
+            if i > 0:
+                shape = (shape[0] * 4, shape[1] // 2, shape[2] // 2)
+            layers = []
+            for _ in range(blocks):
+                layers.append(ActNorm(shape[0]))
+                layers.append(conv_net(shape[0], MNIST_HIDDEN, shape[1:], "lipswish", MNIST_COEFF, 1))
+            scales.append(nn.ModuleList(layers))
+        model = nn.ModuleList(scales).to(self.device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x = torch.rand(MNIST_BATCH, *(1, 28, 28), device=self.device)
+        method = self.args.method
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            p = MNIST_ALPHA + (1 - 2 * MNIST_ALPHA) * x
+            h = torch.log(p) - torch.log1p(-p)
+            total = per_sample_sum(math.log(1 - 2 * MNIST_ALPHA) - torch.log(p) - torch.log1p(-p))
+            for i, layers in enumerate(model):
+                if i > 0:
+                    h = F.pixel_unshuffle(h, 2)
+                for layer in layers:
+                    if isinstance(layer, ActNorm):
+                        h, ld = layer(h)
+                    else:
+                        hin = h.requires_grad_(True) if method == "official" else h
+                        gx, ld = logdet_series(layer, hin, MNIST_TERMS, method)
+                        h = hin + gx
+                    total = total + ld
+            loss = -(standard_normal_log_prob(h) + total).mean()
+            loss.backward()
+            opt.step()
+
+        return summary("mnist-step", self.repeat(step), rss)
 
     def matmul(self, rss):
         n = 1024
@@ -495,6 +542,9 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--samples", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels-last", action="store_true",
+                   help="store the block input channels-last (NHWC), as genflow does on the CPU; "
+                        "not what the official code does")
     return p.parse_args(argv)
 
 
@@ -514,7 +564,7 @@ def main(argv):
         "torch": torch.__version__,
         "config": {k: getattr(args, k) for k in
                    ("batch", "channels", "size", "hidden", "terms", "coeff", "power_iter",
-                    "warmup", "samples")},
+                    "warmup", "samples", "channels_last")},
         "workloads": results,
     }
     if args.json:

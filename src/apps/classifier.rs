@@ -2,13 +2,14 @@
 //! accuracy every epoch, best and last checkpoints, and a check that the feature map stays
 //! invertible.
 
+use super::image_run::{train_image_task, ImageTask};
 use super::{derived_seed, PROBE_STREAM};
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data::ImageDataset;
 use crate::flows::FlowContext;
 use crate::models::IResNetClassifier;
-use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective, Weights};
+use crate::train::{Ema, LoopOutcome, Weights};
 use crate::Result;
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -23,28 +24,28 @@ fn scale(images: &Tensor, levels: u32, device: Device) -> Tensor {
     images.to_device(device).to_kind(Kind::Float) / (levels as f64 - 1.0)
 }
 
-struct ClassifierObjective<'a> {
+/// Cross-entropy of the labels on the training set.
+struct ClassifierTask<'a> {
     model: &'a IResNetClassifier,
     config: &'a RunConfig,
-    train_set: &'a ImageDataset,
-    test_set: ImageDataset,
-    ema: Option<Ema>,
     device: Device,
 }
 
-impl Objective for ClassifierObjective<'_> {
-    fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)> {
-        let (x, y) = super::training_batch(
-            self.train_set,
-            self.config.seed,
-            step,
-            self.config.train.batch_size,
-        )?;
+impl ImageTask for ClassifierTask<'_> {
+    const CURVES_TITLE: &'static str = "i-ResNet classifier: loss and test accuracy";
+
+    fn batch_loss(
+        &self,
+        images: &Tensor,
+        labels: &Tensor,
+        levels: u32,
+        step: u64,
+    ) -> Result<(Tensor, Vec<(String, f64)>)> {
         tch::manual_seed(derived_seed(self.config.seed, PROBE_STREAM, step) as i64);
         let logits = self
             .model
-            .forward_t(&scale(&x, self.train_set.levels, self.device), true)?;
-        let y = y.to_device(self.device);
+            .forward_t(&scale(images, levels, self.device), true)?;
+        let y = labels.to_device(self.device);
         let loss = logits.cross_entropy_for_logits(&y);
         let acc = tch::no_grad(|| {
             logits
@@ -56,27 +57,9 @@ impl Objective for ClassifierObjective<'_> {
         Ok((loss, vec![("train_accuracy".into(), acc.double_value(&[]))]))
     }
 
-    fn after_step(&mut self, _step: u64) -> Result<()> {
-        if let Some(ema) = &mut self.ema {
-            ema.update();
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
-        let (model, test, device) = (self.model, &self.test_set, self.device);
-        let acc = match &mut self.ema {
-            Some(ema) => ema.with_averaged(|| test_accuracy(model, test, device))?,
-            None => test_accuracy(model, test, device)?,
-        };
-        Ok(Some(Evaluation {
-            metrics: vec![("test_accuracy".into(), acc)],
-            score: 1.0 - acc,
-        }))
-    }
-
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
-        self.ema.as_ref().map(Ema::state).unwrap_or_default()
+    fn test_metric(&self, test: &ImageDataset) -> Result<(&'static str, f64, f64)> {
+        let acc = test_accuracy(self.model, test, self.device)?;
+        Ok(("test_accuracy", acc, 1.0 - acc))
     }
 }
 
@@ -119,24 +102,12 @@ pub fn train(
     device: Device,
 ) -> Result<LoopOutcome> {
     let (vs, model) = build(config, device)?;
-    let super::ImageRun {
-        train_set,
-        test_set,
-        mut optimizer,
-        start,
-        settings,
-        ema,
-    } = super::start_image_run(&vs, config, out_dir, resume)?;
-    let mut objective = ClassifierObjective {
+    let task = ClassifierTask {
         model: &model,
         config,
-        train_set: &train_set,
-        test_set,
-        ema,
         device,
     };
-    let outcome = train::run(&vs, &mut optimizer, &mut objective, &settings, start)?;
-    super::write_curves(out_dir, "i-ResNet classifier: loss and test accuracy")?;
+    let (outcome, _) = train_image_task(&vs, &task, config, out_dir, resume)?;
     Ok(outcome)
 }
 

@@ -1,6 +1,7 @@
 //! i-ResNet density estimation on images: training with test bits/dim every epoch, an EMA of the
 //! weights for evaluation, best and last checkpoints, samples, reconstructions and curves.
 
+use super::image_run::{train_image_task, ImageTask};
 use super::{derived_seed, PROBE_STREAM, SAMPLE_STREAM, TEST_STREAM};
 use crate::checkpoint;
 use crate::config::RunConfig;
@@ -8,7 +9,7 @@ use crate::data::ImageDataset;
 use crate::flows::FlowContext;
 use crate::models::ImageFlow;
 use crate::plots;
-use crate::train::{self, Ema, Evaluation, LoopOutcome, Objective, Weights};
+use crate::train::{Ema, LoopOutcome, Weights};
 use crate::{Error, Result};
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -19,56 +20,36 @@ const EVAL_BATCH: i64 = 256;
 const RECONSTRUCTED: i64 = 32;
 
 /// Maximum likelihood (mean bits/dim) on the training set.
-struct DensityObjective<'a> {
+struct DensityTask<'a> {
     model: &'a ImageFlow,
     config: &'a RunConfig,
-    train_set: &'a ImageDataset,
-    test_set: ImageDataset,
-    ema: Option<Ema>,
     device: Device,
 }
 
-impl Objective for DensityObjective<'_> {
-    fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)> {
-        let (x, _) = super::training_batch(
-            self.train_set,
-            self.config.seed,
-            step,
-            self.config.train.batch_size,
-        )?;
+impl ImageTask for DensityTask<'_> {
+    const CURVES_TITLE: &'static str = "i-ResNet density: loss and test bits/dim";
+
+    fn batch_loss(
+        &self,
+        images: &Tensor,
+        _labels: &Tensor,
+        _levels: u32,
+        step: u64,
+    ) -> Result<(Tensor, Vec<(String, f64)>)> {
         let seed = derived_seed(self.config.seed, PROBE_STREAM, step);
         tch::manual_seed(seed as i64);
         let mut ctx = FlowContext::train(self.config.train.logdet, seed);
         let bpd = self
             .model
-            .bits_per_dim(&x.to_device(self.device), &mut ctx)?
+            .bits_per_dim(&images.to_device(self.device), &mut ctx)?
             .mean(Kind::Float);
         Ok((bpd, Vec::new()))
     }
 
-    fn after_step(&mut self, _step: u64) -> Result<()> {
-        if let Some(ema) = &mut self.ema {
-            ema.update();
-        }
-        Ok(())
-    }
-
-    fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
-        let (model, config, test, device) = (self.model, self.config, &self.test_set, self.device);
-        let bpd = match &mut self.ema {
-            Some(ema) => ema.with_averaged(|| {
-                test_bits_per_dim(model, config, test, device, Dequantization::Uniform)
-            })?,
-            None => test_bits_per_dim(model, config, test, device, Dequantization::Uniform)?,
-        };
-        Ok(Some(Evaluation {
-            metrics: vec![("test_bits_per_dim".into(), bpd)],
-            score: bpd,
-        }))
-    }
-
-    fn extra_state(&self) -> Vec<(String, Tensor)> {
-        self.ema.as_ref().map(Ema::state).unwrap_or_default()
+    fn test_metric(&self, test: &ImageDataset) -> Result<(&'static str, f64, f64)> {
+        let (model, config, device) = (self.model, self.config, self.device);
+        let bpd = test_bits_per_dim(model, config, test, device, Dequantization::Uniform)?;
+        Ok(("test_bits_per_dim", bpd, bpd))
     }
 }
 
@@ -125,28 +106,13 @@ pub fn train(
     device: Device,
 ) -> Result<LoopOutcome> {
     let (vs, model) = build(config, device)?;
-    let super::ImageRun {
-        train_set,
-        test_set,
-        mut optimizer,
-        start,
-        settings,
-        ema,
-    } = super::start_image_run(&vs, config, out_dir, resume)?;
-    let mut objective = DensityObjective {
+    let task = DensityTask {
         model: &model,
         config,
-        train_set: &train_set,
-        test_set,
-        ema,
         device,
     };
-    let outcome = train::run(&vs, &mut optimizer, &mut objective, &settings, start)?;
-    if let Some(ema) = &mut objective.ema {
-        ema.swap();
-    }
-    write_pictures(&model, config, &objective.test_set, out_dir, device)?;
-    super::write_curves(out_dir, "i-ResNet density: loss and test bits/dim")?;
+    let (outcome, test_set) = train_image_task(&vs, &task, config, out_dir, resume)?;
+    write_pictures(&model, config, &test_set, out_dir, device)?;
     Ok(outcome)
 }
 
@@ -157,7 +123,7 @@ fn write_pictures(
     out_dir: &Path,
     device: Device,
 ) -> Result<()> {
-    let samples = draw_samples(model, config, 64, device)?;
+    let samples = draw_samples(model, config, 64)?;
     plots::save_image_grid(&samples, 8, &out_dir.join("samples.png"))?;
     let (x, x_hat, _) = reconstruct(model, config, test, RECONSTRUCTED, device)?;
     let both = Tensor::cat(&[x, x_hat], 0);
@@ -165,11 +131,10 @@ fn write_pictures(
 }
 
 /// `n` samples at the configured temperature, scaled to `[0, 1]`, on the CPU.
-fn draw_samples(model: &ImageFlow, config: &RunConfig, n: i64, device: Device) -> Result<Tensor> {
+fn draw_samples(model: &ImageFlow, config: &RunConfig, n: i64) -> Result<Tensor> {
     tch::manual_seed(derived_seed(config.seed, SAMPLE_STREAM, 0) as i64);
     let mut ctx = FlowContext::eval(config.eval.logdet, config.seed);
     ctx.inverse = config.eval.inverse;
-    let _ = device;
     Ok(model
         .sample(n, config.eval.temperature, &mut ctx)?
         .clamp(0.0, 1.0)
@@ -243,5 +208,5 @@ pub fn sample(run_dir: &Path, n: i64, out: &Path, device: Device) -> Result<()> 
         )));
     }
     let (config, _vs, model) = load_run(run_dir, device, Weights::Averaged)?;
-    plots::save_image_grid(&draw_samples(&model, &config, n, device)?, 8, out)
+    plots::save_image_grid(&draw_samples(&model, &config, n)?, 8, out)
 }

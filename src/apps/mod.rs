@@ -3,6 +3,7 @@
 //! [`Task`].
 pub mod classifier;
 pub mod image_density;
+mod image_run;
 pub mod toy_density;
 
 use crate::checkpoint;
@@ -107,6 +108,10 @@ pub(crate) fn start_run(
         config_toml: config.to_toml()?,
         log_grad_stats: config.optim.log_grad_stats,
         eval_every,
+        time_budget: config
+            .train
+            .max_minutes
+            .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
     checkpoint::write_atomically(
         &out_dir.join("config.toml"),
@@ -229,49 +234,4 @@ pub(crate) fn refine_for_evaluation(nets: &[&crate::nn::ResidualNet]) {
     for g in nets {
         g.certify_spectral_norms(EVAL_POWER_TOL, EVAL_POWER_MAX_ITER);
     }
-}
-
-/// What an image run (density or classifier) starts with.
-pub(crate) struct ImageRun {
-    pub train_set: crate::data::ImageDataset,
-    /// The test images used by the evaluations during training (`data.test_size` of them).
-    pub test_set: crate::data::ImageDataset,
-    pub optimizer: Optimizer,
-    pub start: u64,
-    pub settings: LoopSettings,
-    pub ema: Option<crate::train::Ema>,
-}
-
-/// The shared start of image runs: data, step counts (evaluation every epoch unless set), the
-/// optimiser and resume state of [`start_run`], and the weight average (restored when resuming).
-pub(crate) fn start_image_run(
-    vs: &VarStore,
-    config: &RunConfig,
-    out_dir: &Path,
-    resume: bool,
-) -> Result<ImageRun> {
-    let (train_set, test_set) = load_image_data(config)?;
-    let test_set = match config.data.test_size {
-        Some(n) => test_set.subset(n.min(test_set.len()))?,
-        None => test_set,
-    };
-    let (per_epoch, steps) = image_run_steps(config, train_set.len());
-    let eval_every = Some(config.train.eval_every.unwrap_or(per_epoch));
-    let (optimizer, start, tensors, settings) =
-        start_run(vs, config, out_dir, resume, steps, eval_every)?;
-    let mut ema = config
-        .train
-        .ema_decay
-        .map(|d| crate::train::Ema::new(vs, d));
-    if let (Some(ema), true) = (&mut ema, resume) {
-        ema.load(&tensors)?;
-    }
-    Ok(ImageRun {
-        train_set,
-        test_set,
-        optimizer,
-        start,
-        settings,
-        ema,
-    })
 }

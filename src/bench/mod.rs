@@ -1,7 +1,8 @@
 //! Reproducible performance measurements of the i-ResNet core (`genflow bench`).
 //!
 //! Each [`Workload`] runs a fixed computation after warm-up and reports the median, minimum and
-//! maximum wall-clock milliseconds of its samples and the process's peak memory:
+//! maximum wall-clock milliseconds of its samples, the median process CPU time, and the process's
+//! peak memory:
 //!
 //! | workload | what is timed |
 //! |---|---|
@@ -9,13 +10,15 @@
 //! | `block-forward` | the same block in evaluation mode: `y` and the 5-term log-det, no gradients |
 //! | `block-inverse` | Banach fixed-point inversion of the block to `atol = rtol = 1e-5` |
 //! | `logdet-terms` | cost of one more series term in a training step, tangent and VJP products (`logdet-term-tangent`, `logdet-term-vjp`) |
-//! | `toy-step` | the iresnet-toy model (10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish), batch 500, exact log-det |
-//! | `mnist-step` | the MNIST density model, once [`workloads::mnist_model`] builds it (skipped until then) |
+//! | `toy-step` | the `iresnet-toy` preset's model (10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, 1 power iteration), batch 500, exact log-det: a training step |
+//! | `mnist-step` | a training step of the `iresnet-mnist` preset's model ([`workloads::mnist_model`]), batch 64, Russian-roulette log-det |
 //! | `matmul-1024` | a 1024 x 1024 matmul: the GFLOP/s ceiling of the same libtorch on this machine |
 //!
 //! `benches/pytorch/iresnet_bench.py` runs the same workloads in PyTorch with the official i-ResNet
 //! estimator (double backward) and with tangent passes, printing the same JSON, and
 //! `benches/compare` alternates both implementations in rounds and prints the ratio table.
+//! [`run`] first applies [`reuse_freed_memory`] (unless [`BenchConfig::reuse_memory`] is off), as
+//! the genflow CLI does at start-up.
 //!
 //! ```
 //! use genflow::bench::{run, BenchConfig, Workload};
@@ -45,15 +48,22 @@ pub use cli::{run_cli, BenchArgs};
 pub use memory::reuse_freed_memory;
 pub use workloads::adam_step;
 
-/// One fixed benchmark computation.
+/// One fixed benchmark computation (see the module docs for what each one times).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
+    /// `block-step`: a training step of the SN conv block.
     BlockStep,
+    /// `block-forward`: `y` and the series log-det of the block, no gradients.
     BlockForward,
+    /// `block-inverse`: fixed-point inversion of the block to tolerance.
     BlockInverse,
+    /// `logdet-terms`: the cost of one series term, tangent and VJP.
     LogdetTerms,
+    /// `toy-step`: a training step of the iresnet-toy model.
     ToyStep,
+    /// `mnist-step`: a training step of the iresnet-mnist model.
     MnistStep,
+    /// `matmul-1024`: the matmul ceiling in GFLOP/s.
     Matmul,
 }
 
@@ -102,10 +112,13 @@ impl FromStr for Workload {
 /// The i-ResNet conv block of the block workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BlockShape {
+    /// Images per batch.
     pub batch: i64,
+    /// Input channels `C`.
     pub channels: i64,
     /// Height = width of the input.
     pub size: i64,
+    /// Hidden channels `H` of the convs.
     pub hidden: i64,
     /// Series terms of the log-det estimate.
     pub terms: usize,
@@ -133,8 +146,11 @@ impl Default for BlockShape {
 /// The iresnet-toy model of the `toy-step` workload.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ToyShape {
+    /// Number of [ActNorm, i-ResNet block] pairs.
     pub blocks: usize,
+    /// Width of the three hidden layers of each MLP.
     pub width: i64,
+    /// Points per batch.
     pub batch: i64,
 }
 
@@ -152,12 +168,19 @@ impl Default for ToyShape {
 /// What `genflow bench` runs and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchConfig {
+    /// The workloads, in order.
     pub workloads: Vec<Workload>,
+    /// Where tensors live (`cpu` or a CUDA device).
     pub device: Device,
     /// How the block workloads take Jacobian products for the log-det.
     pub backend: Backend,
+    /// The block of the `block-*` and `logdet-terms` workloads.
     pub block: BlockShape,
+    /// The model of `toy-step`.
     pub toy: ToyShape,
+    /// Images per batch of `mnist-step` (the `iresnet-mnist` preset's 64 by default).
+    pub mnist_batch: i64,
+    /// Tolerances of `block-inverse`.
     pub inverse: FixedPointConfig,
     /// Size of the square matmul workload.
     pub matmul_n: i64,
@@ -169,6 +192,7 @@ pub struct BenchConfig {
     pub threads: i32,
     /// Apply [`reuse_freed_memory`] before running (what the genflow CLI does at start-up).
     pub reuse_memory: bool,
+    /// libtorch seed of the weights, inputs and probes.
     pub seed: i64,
 }
 
@@ -180,6 +204,7 @@ impl Default for BenchConfig {
             backend: Backend::Tangent,
             block: BlockShape::default(),
             toy: ToyShape::default(),
+            mnist_batch: 64,
             inverse: FixedPointConfig::default(),
             matmul_n: 1024,
             warmup: 2,
@@ -208,6 +233,7 @@ impl BenchConfig {
                 width: 8,
                 batch: 16,
             },
+            mnist_batch: 1,
             matmul_n: 32,
             warmup: 1,
             samples: 2,
@@ -225,12 +251,13 @@ impl BenchConfig {
             b.hidden,
             self.toy.width,
             self.toy.batch,
+            self.mnist_batch,
             self.matmul_n,
         ];
         if positive.iter().any(|&v| v < 1) || b.terms == 0 || self.toy.blocks == 0 {
             return Err(Error::config(format!(
-                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, matmul {}",
-                self.toy, self.matmul_n
+                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}",
+                self.toy, self.mnist_batch, self.matmul_n
             )));
         }
         if self.samples == 0 {
@@ -258,16 +285,21 @@ impl BenchConfig {
 /// `benches/pytorch/iresnet_bench.py`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadResult {
+    /// The workload's name (`logdet-terms` reports `logdet-term-tangent` and `logdet-term-vjp`).
     pub name: String,
     /// Unit of `median`, `min`, `max` (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// Median wall-clock time of the samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub median: Option<f64>,
+    /// Fastest sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
+    /// Slowest sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    /// Number of timed samples.
     #[serde(default)]
     pub samples: usize,
     /// Median process CPU milliseconds per sample (all threads), beside the wall-clock figures.
@@ -308,23 +340,6 @@ impl WorkloadResult {
         })
     }
 
-    /// A workload that could not run, with the reason.
-    pub fn skipped(name: &str, reason: &str) -> Self {
-        WorkloadResult {
-            name: name.to_string(),
-            unit: None,
-            median: None,
-            min: None,
-            max: None,
-            samples: 0,
-            cpu_median: None,
-            peak_rss_mb: None,
-            rss_increase_mb: None,
-            skipped: Some(reason.to_string()),
-            extra: Default::default(),
-        }
-    }
-
     /// Adds a workload-specific number.
     pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());
@@ -339,10 +354,13 @@ pub struct BenchReport {
     pub implementation: String,
     /// How log-dets take Jacobian products: `"tangent"` or `"vjp"`.
     pub method: String,
+    /// `cpu` or `cuda:N`.
     pub device: String,
     /// libtorch intra-op threads.
     pub threads: i32,
+    /// The block configuration and sampling settings.
     pub config: serde_json::Value,
+    /// One entry per result, in run order.
     pub workloads: Vec<WorkloadResult>,
 }
 

@@ -6,7 +6,7 @@ use crate::config::{ModelConfig, RunConfig};
 use crate::distributions::StandardNormal;
 use crate::flows::{Flow, FlowContext, IResBlock, Sequential, Transform};
 use crate::linalg::logdet::{Backend, LogDetEstimator, Probe};
-use crate::models::VectorFlow;
+use crate::models::{ImageFlow, VectorFlow};
 use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
 use crate::Result;
 use tch::nn::{OptimizerConfig, Path, VarStore};
@@ -20,6 +20,8 @@ const REFINE_TOL: f64 = 1e-6;
 const REFINE_MAX_ITER: usize = 200;
 /// Series terms of the cheap side of the paired `logdet-terms` measurement.
 const LOW_TERMS: usize = 1;
+/// Series terms of `mnist-step`.
+pub const MNIST_TERMS: usize = 3;
 
 /// Runs one workload; `logdet-terms` gives one result per backend.
 pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<WorkloadResult>> {
@@ -123,19 +125,16 @@ impl Trainer {
     }
 }
 
-fn block_trainer(config: &BenchConfig, shape: &BlockShape) -> Result<Trainer> {
+fn block_trainer(config: &BenchConfig) -> Result<Trainer> {
     let vs = VarStore::new(config.device);
     let mut transform = Sequential::new();
-    transform.push(conv_block(&(vs.root() / "block"), shape)?);
-    Ok(Trainer::new(
-        vs,
-        transform,
-        block_input(shape, config.device),
-    ))
+    transform.push(conv_block(&(vs.root() / "block"), &config.block)?);
+    let x = block_input(&config.block, config.device);
+    Ok(Trainer::new(vs, transform, x))
 }
 
 fn block_step(config: &BenchConfig) -> Result<WorkloadResult> {
-    let trainer = block_trainer(config, &config.block)?;
+    let trainer = block_trainer(config)?;
     let mut step = trainer.stepper(
         series(config.block.terms, config.backend),
         config.seed as u64,
@@ -159,11 +158,7 @@ fn block_forward(config: &BenchConfig) -> Result<WorkloadResult> {
         series(config.block.terms, config.backend),
         config.seed as u64,
     );
-    let mut forward = || -> Result<()> {
-        let (y, ld) = tch::no_grad(|| block.forward(&x, &mut ctx))?;
-        drop((y, ld));
-        Ok(())
-    };
+    let mut forward = || tch::no_grad(|| block.forward(&x, &mut ctx)).map(|_| ());
     let samples = repeat(config.device, config.warmup, config.samples, &mut forward)?;
     WorkloadResult::from_samples("block-forward", &samples)
 }
@@ -173,14 +168,14 @@ fn block_inverse(config: &BenchConfig) -> Result<WorkloadResult> {
     let mut ctx = FlowContext::eval(LogDetEstimator::default(), config.seed as u64);
     ctx.inverse = config.inverse;
     let y = tch::no_grad(|| -> Result<Tensor> { Ok(&x + block.g.forward(&x, false)?) })?;
-    let mut error = f64::NAN;
+    let mut x_rec = None;
     let mut inverse = || -> Result<()> {
         ctx.inverse_stats = Default::default();
-        let x_rec = block.inverse(&y, &mut ctx)?;
-        error = (x_rec - &x).abs().max().double_value(&[]);
+        x_rec = Some(block.inverse(&y, &mut ctx)?);
         Ok(())
     };
     let samples = repeat(config.device, config.warmup, config.samples, &mut inverse)?;
+    let error = x_rec.map_or(f64::NAN, |r| (r - &x).abs().max().double_value(&[]));
     let stats = ctx.inverse_stats;
     let result = WorkloadResult::from_samples("block-inverse", &samples)?;
     let per_iteration = result.median.unwrap_or(f64::NAN) / stats.max_iters.max(1) as f64;
@@ -195,7 +190,7 @@ fn block_inverse(config: &BenchConfig) -> Result<WorkloadResult> {
 /// `1` and `1 + terms` terms, `(t_hi - t_lo) / terms` each, so drifting machine load cancels.
 fn logdet_term(config: &BenchConfig, backend: Backend) -> Result<WorkloadResult> {
     let high = LOW_TERMS + config.block.terms;
-    let trainer = block_trainer(config, &config.block)?;
+    let trainer = block_trainer(config)?;
     let seed = config.seed as u64;
     let mut low_step = trainer.stepper(series(LOW_TERMS, backend), seed)?;
     let mut high_step = trainer.stepper(series(high, backend), seed)?;
@@ -226,52 +221,52 @@ pub struct StepModel {
     pub estimator: LogDetEstimator,
 }
 
-/// Builds a [`StepModel`]; `None` when the model is not available in this build.
-pub type ModelBuilder = fn(&BenchConfig) -> Option<Result<StepModel>>;
+/// Builds a [`StepModel`].
+pub type ModelBuilder = fn(&BenchConfig) -> Result<StepModel>;
 
 /// The `iresnet-toy` preset's model ([`VectorFlow`]: ActNorm and an i-ResNet block around an MLP
 /// `2-w-w-w-2` with LipSwish, c = 0.9, 1 power iteration, per block) with `config.toy`'s block
 /// count, width and batch, trained with the preset's estimator (exact log-det) on `N(0, I)` points.
-pub fn toy_model(config: &BenchConfig) -> Option<Result<StepModel>> {
-    let build = || -> Result<StepModel> {
-        let preset = RunConfig::resolve("iresnet-toy", &[])?;
-        let toy = config.toy;
-        let model = ModelConfig {
-            blocks: toy.blocks,
-            hidden: vec![toy.width; 3],
-            ..preset.vector_model()?.clone()
-        };
-        let VectorFlow { vs, flow } = VectorFlow::new(&model, 2, config.device)?;
-        let input = Tensor::randn([toy.batch, 2], (Kind::Float, config.device));
-        Ok(StepModel {
-            vs,
-            flow,
-            input,
-            estimator: preset.train.logdet,
-        })
+pub fn toy_model(config: &BenchConfig) -> Result<StepModel> {
+    let preset = RunConfig::resolve("iresnet-toy", &[])?;
+    let toy = config.toy;
+    let model = ModelConfig {
+        blocks: toy.blocks,
+        hidden: vec![toy.width; 3],
+        ..preset.vector_model()?.clone()
     };
-    Some(build())
+    let VectorFlow { vs, flow } = VectorFlow::new(&model, 2, config.device)?;
+    let input = Tensor::randn([toy.batch, 2], (Kind::Float, config.device));
+    Ok(StepModel {
+        vs,
+        flow,
+        input,
+        estimator: preset.train.logdet,
+    })
 }
 
-/// **Hook for the `mnist-step` workload.** Returns the MNIST density model (SPEC section 1:
-/// Residual Flows' MNIST i-ResNet) with a training batch, once that model exists in the crate;
-/// until then `None`, and the workload is reported as skipped. To enable it, build the model here
-/// from its module (e.g. `crate::models`) with a `[64, 1, 28, 28]` batch and its training
-/// estimator.
-pub fn mnist_model(_config: &BenchConfig) -> Option<Result<StepModel>> {
-    None
+/// The `iresnet-mnist` preset's model ([`ImageFlow`]: logit transform, three scales of ActNorm and
+/// conv i-ResNet blocks with hidden width 32, LipSwish; SPEC section 1) with `config.mnist_batch`
+/// uniform images in `[0, 1)` (what dequantised MNIST looks like to the flow). The log-det is the
+/// series with [`MNIST_TERMS`] terms, the expected cost of the preset's Russian roulette (2 terms +
+/// Geometric(1/2) more), so that the timing does not depend on random draws (nor does PyTorch's).
+pub fn mnist_model(config: &BenchConfig) -> Result<StepModel> {
+    let preset = RunConfig::resolve("iresnet-mnist", &[])?;
+    let model_config = preset.image_flow()?;
+    let vs = VarStore::new(config.device);
+    let ImageFlow { flow, .. } = ImageFlow::new(&vs.root(), model_config)?;
+    let [c, h, w] = model_config.in_shape;
+    let input = Tensor::rand([config.mnist_batch, c, h, w], (Kind::Float, config.device));
+    Ok(StepModel {
+        vs,
+        flow,
+        input,
+        estimator: series(MNIST_TERMS, config.backend),
+    })
 }
 
 fn model_step(config: &BenchConfig, name: &str, builder: ModelBuilder) -> Result<WorkloadResult> {
-    let model = match builder(config) {
-        None => {
-            return Ok(WorkloadResult::skipped(
-                name,
-                "model not available in this build",
-            ))
-        }
-        Some(model) => model?,
-    };
+    let model = builder(config)?;
     let trainer = Trainer {
         flow: model.flow,
         vs: model.vs,

@@ -19,6 +19,12 @@
 //! Parameters: `stages.<i>.actnorms.<j>.*`, `stages.<i>.blocks.<j>.g.<k>.*`, `head.norm.*`
 //! (BatchNorm, with running statistics) and `head.linear.{weight,bias}`.
 //!
+//! The head's BatchNorm updates its running statistics with momentum [`HEAD_NORM_MOMENTUM`] = 0.9
+//! (`running <- 0.1 running + 0.9 batch`), as the official code does: i-ResNet features are large
+//! (standard deviations of tens) and drift quickly while the learning rate is high, so running
+//! averages over many batches lag the current network; with PyTorch's default 0.1 the test accuracy
+//! in evaluation mode trailed the batch-statistics accuracy by up to 15 points.
+//!
 //! ```
 //! use genflow::flows::FlowContext;
 //! use genflow::linalg::logdet::LogDetEstimator;
@@ -128,6 +134,9 @@ impl ClassifierConfig {
     }
 }
 
+/// BatchNorm momentum of the head (official `conv_iResNet._make_classifier`).
+pub const HEAD_NORM_MOMENTUM: f64 = 0.9;
+
 /// One layer of the feature map: a cheap bijection (padding, squeeze, ActNorm) whose log-det is not
 /// needed, or an i-ResNet block evaluated without its log-det.
 #[derive(Debug)]
@@ -189,7 +198,14 @@ impl IResNetClassifier {
             }
         }
         let channels = shapes[shapes.len() - 1][0];
-        let norm = tch::nn::batch_norm2d(p / "head" / "norm", channels, Default::default());
+        let norm = tch::nn::batch_norm2d(
+            p / "head" / "norm",
+            channels,
+            tch::nn::BatchNormConfig {
+                momentum: HEAD_NORM_MOMENTUM,
+                ..Default::default()
+            },
+        );
         let linear = tch::nn::linear(
             p / "head" / "linear",
             channels,

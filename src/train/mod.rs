@@ -66,6 +66,9 @@ pub struct LoopSettings {
     pub log_grad_stats: bool,
     /// Evaluate every this many steps (and at the end); `None`: never.
     pub eval_every: Option<u64>,
+    /// Wall-clock budget of this invocation: once spent, the loop ends after the current step as
+    /// if it were the last (final evaluation and checkpoint). `None`: no limit.
+    pub time_budget: Option<std::time::Duration>,
 }
 
 /// How the loop ended.
@@ -73,6 +76,8 @@ pub struct LoopSettings {
 pub struct LoopOutcome {
     pub last_step: u64,
     pub interrupted: bool,
+    /// The loop ended before `steps` because [`LoopSettings::time_budget`] was spent.
+    pub out_of_time: bool,
     pub final_loss: f64,
     pub seconds: f64,
 }
@@ -213,10 +218,12 @@ pub fn run(
         objective.after_step(step)?;
         final_loss = value;
         let done = step + 1;
+        let out_of_time = settings
+            .time_budget
+            .is_some_and(|budget| started.elapsed() >= budget);
+        let last = done == settings.steps || out_of_time;
         let evaluation = match settings.eval_every {
-            Some(every) if done % every == 0 || done == settings.steps => {
-                objective.evaluate(done)?
-            }
+            Some(every) if done % every == 0 || last => objective.evaluate(done)?,
             _ => None,
         };
         if let Some(eval) = &evaluation {
@@ -226,7 +233,7 @@ pub fn run(
                 save_checkpoint(vs, optimizer, extra, settings, done, BEST_CHECKPOINT_FILE)?;
             }
         }
-        if done % settings.log_every == 0 || done == settings.steps || evaluation.is_some() {
+        if done % settings.log_every == 0 || last || evaluation.is_some() {
             let mut record = serde_json::json!({
                 "step": done, "loss": value, "lr": report.lr,
                 "time_s": started.elapsed().as_secs_f64(),
@@ -251,7 +258,7 @@ pub fn run(
         }
         bar.inc(1);
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-        if done % settings.checkpoint_every == 0 || done == settings.steps || interrupted {
+        if done % settings.checkpoint_every == 0 || last || interrupted {
             save_checkpoint(
                 vs,
                 optimizer,
@@ -267,6 +274,20 @@ pub fn run(
             return Ok(LoopOutcome {
                 last_step: done,
                 interrupted: true,
+                out_of_time: false,
+                final_loss,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+        if out_of_time {
+            bar.abandon_with_message(format!(
+                "time budget spent; stopped at step {done} of {} (checkpoint saved)",
+                settings.steps
+            ));
+            return Ok(LoopOutcome {
+                last_step: done,
+                interrupted: false,
+                out_of_time: true,
                 final_loss,
                 seconds: started.elapsed().as_secs_f64(),
             });
@@ -276,6 +297,7 @@ pub fn run(
     Ok(LoopOutcome {
         last_step: settings.steps,
         interrupted: false,
+        out_of_time: false,
         final_loss,
         seconds: started.elapsed().as_secs_f64(),
     })
