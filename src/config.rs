@@ -36,12 +36,12 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "iresnet-digits",
-        summary: "multi-scale i-ResNet density on the 8x8 digits, bits/dim, ~10 min on 2 CPU cores",
+        summary: "multi-scale i-ResNet density on the 8x8 digits, 1440 steps, ~23 min on one busy CPU core",
         toml: include_str!("../presets/iresnet-digits.toml"),
     },
     Preset {
         name: "iresnet-mnist",
-        summary: "multi-scale i-ResNet density on MNIST sized for one hour on 2 CPU cores",
+        summary: "multi-scale i-ResNet density on MNIST, 3 epochs in under an hour on one CPU core",
         toml: include_str!("../presets/iresnet-mnist.toml"),
     },
     Preset {
@@ -56,7 +56,7 @@ pub const PRESETS: &[Preset] = &[
     },
     Preset {
         name: "iresnet-classifier-mnist",
-        summary: "i-ResNet classifier on MNIST, ~30 min on 2 CPU cores",
+        summary: "i-ResNet classifier on MNIST, 5 epochs, ~53 min on one CPU core (99.1%)",
         toml: include_str!("../presets/iresnet-classifier-mnist.toml"),
     },
     Preset {

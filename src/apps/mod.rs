@@ -222,9 +222,9 @@ pub fn model_store(config: &RunConfig, device: Device) -> Result<VarStore> {
 }
 
 /// Tolerance of the power iterations run before evaluation.
-const EVAL_POWER_TOL: f64 = 1e-7;
+const EVAL_POWER_TOL: f64 = 1e-10;
 /// Most power iterations per layer before evaluation.
-const EVAL_POWER_MAX_ITER: usize = 2000;
+const EVAL_POWER_MAX_ITER: usize = 5000;
 
 /// Makes every layer's spectral-norm estimate exact before evaluation (SVD for dense and 1x1 maps,
 /// power iteration to convergence for kxk convs), so that the normalised weights use the true
