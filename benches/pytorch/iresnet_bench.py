@@ -273,6 +273,19 @@ class ActNorm(nn.Module):
         return y, (self.log_scale.sum() * pixels).expand(x.shape[0])
 
 
+def run_layers(layers, h, total, block_logdet):
+    """Applies ActNorm layers and i-ResNet blocks in order, adding their log-dets to `total`;
+    `block_logdet(g, h)` returns `(g(h), ln det(I + J_g(h)))` of a block."""
+    for layer in layers:
+        if isinstance(layer, ActNorm):
+            h, ld = layer(h)
+        else:
+            gx, ld = block_logdet(layer, h)
+            h = h + gx
+        total = total + ld
+    return h, total
+
+
 def standard_normal_log_prob(z):
     return -0.5 * (per_sample_sum(z * z) + z[0].numel() * LN_2PI)
 
@@ -442,15 +455,8 @@ class Bench:
 
         def step():
             opt.zero_grad(set_to_none=True)
-            h = x
             total = torch.zeros(x.shape[0], device=self.device)
-            for layer in model:
-                if isinstance(layer, ActNorm):
-                    h, ld = layer(h)
-                else:
-                    gx, ld = logdet_exact(layer, h, method)
-                    h = h + gx
-                total = total + ld
+            h, total = run_layers(model, x, total, lambda g, h: logdet_exact(g, h, method))
             loss = -(standard_normal_log_prob(h) + total).mean()
             loss.backward()
             opt.step()
@@ -474,6 +480,11 @@ class Bench:
         x = torch.rand(MNIST_BATCH, *(1, 28, 28), device=self.device)
         method = self.args.method
 
+        def block_logdet(g, h):
+            # the official estimator differentiates g(h) with respect to h
+            return logdet_series(g, h.requires_grad_(True) if method == "official" else h,
+                                 MNIST_TERMS, method)
+
         def step():
             opt.zero_grad(set_to_none=True)
             p = MNIST_ALPHA + (1 - 2 * MNIST_ALPHA) * x
@@ -482,14 +493,7 @@ class Bench:
             for i, layers in enumerate(model):
                 if i > 0:
                     h = F.pixel_unshuffle(h, 2)
-                for layer in layers:
-                    if isinstance(layer, ActNorm):
-                        h, ld = layer(h)
-                    else:
-                        hin = h.requires_grad_(True) if method == "official" else h
-                        gx, ld = logdet_series(layer, hin, MNIST_TERMS, method)
-                        h = hin + gx
-                    total = total + ld
+                h, total = run_layers(layers, h, total, block_logdet)
             loss = -(standard_normal_log_prob(h) + total).mean()
             loss.backward()
             opt.step()
