@@ -21,25 +21,36 @@ impl Objective for Quadratic {
     }
 }
 
-#[test]
-fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
+/// A run of the loop on `Quadratic` in `dir`: the store, its optimiser, the objective (NaN at
+/// `nan_at`) and settings that log and checkpoint every step, without a time budget.
+fn quadratic_run(
+    dir: &std::path::Path,
+    nan_at: u64,
+) -> (VarStore, Optimizer, Quadratic, LoopSettings) {
     let vs = VarStore::new(Device::Cpu);
     let w = vs.root().var("w", &[3], tch::nn::Init::Const(1.0));
-    let mut optimizer = Optimizer::new(&vs, &OptimConfig::default()).unwrap();
+    let optimizer = Optimizer::new(&vs, &OptimConfig::default()).unwrap();
     let settings = LoopSettings {
         steps: 20,
-        checkpoint_every: 3,
+        checkpoint_every: 1,
         log_every: 1,
-        out_dir: dir.path().to_path_buf(),
+        out_dir: dir.to_path_buf(),
         config_toml: "x = 1".into(),
-        log_grad_stats: true,
+        log_grad_stats: false,
         eval_every: None,
         time_budget: None,
     };
-    let mut objective = Quadratic {
-        w: w.shallow_clone(),
-        nan_at: 7,
+    (vs, optimizer, Quadratic { w, nan_at }, settings)
+}
+
+#[test]
+fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, mut optimizer, mut objective, settings) = quadratic_run(dir.path(), 7);
+    let settings = LoopSettings {
+        checkpoint_every: 3,
+        log_grad_stats: true,
+        ..settings
     };
     let err = train::run(&vs, &mut optimizer, &mut objective, &settings, 0).unwrap_err();
     let msg = err.to_string();
@@ -59,22 +70,13 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
 #[test]
 fn time_budget_ends_training_with_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let vs = VarStore::new(Device::Cpu);
-    let w = vs.root().var("w", &[3], tch::nn::Init::Const(1.0));
-    let mut optimizer = Optimizer::new(&vs, &OptimConfig::default()).unwrap();
+    let (vs, mut optimizer, mut objective, settings) = quadratic_run(dir.path(), u64::MAX);
     let settings = LoopSettings {
         steps: 1000,
         checkpoint_every: 500,
         log_every: 500,
-        out_dir: dir.path().to_path_buf(),
-        config_toml: "x = 1".into(),
-        log_grad_stats: false,
-        eval_every: None,
         time_budget: Some(std::time::Duration::ZERO),
-    };
-    let mut objective = Quadratic {
-        w: w.shallow_clone(),
-        nan_at: u64::MAX,
+        ..settings
     };
     let outcome = train::run(&vs, &mut optimizer, &mut objective, &settings, 0).unwrap();
     assert!(outcome.out_of_time && !outcome.interrupted, "{outcome:?}");

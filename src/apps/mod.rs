@@ -221,13 +221,13 @@ pub fn model_store(config: &RunConfig, device: Device) -> Result<VarStore> {
     })
 }
 
-/// Tolerance of the power iterations run before evaluation.
+/// Relative tolerance of the singular-value iterations run before evaluation.
 const EVAL_POWER_TOL: f64 = 1e-10;
-/// Most power iterations per layer before evaluation.
+/// Most singular-value iterations per layer before evaluation.
 const EVAL_POWER_MAX_ITER: usize = 5000;
 
 /// Makes every layer's spectral-norm estimate exact before evaluation (SVD for dense and 1x1 maps,
-/// power iteration to convergence for kxk convs), so that the normalised weights use the true
+/// subspace iteration to convergence for kxk convs: [`crate::nn::SpectralLinear::certify`]), so that the normalised weights use the true
 /// spectral norms (training runs only a few iterations per step, so the stored vectors lag the
 /// weights slightly) and `Lip(g) <= c^L` holds.
 pub(crate) fn refine_for_evaluation(nets: &[&crate::nn::ResidualNet]) {

@@ -269,25 +269,19 @@ pub fn run(
             )?;
             last_saved = done;
         }
-        if interrupted {
-            bar.abandon_with_message(format!("interrupted; checkpoint saved at step {done}"));
-            return Ok(LoopOutcome {
-                last_step: done,
-                interrupted: true,
-                out_of_time: false,
-                final_loss,
-                seconds: started.elapsed().as_secs_f64(),
+        if interrupted || out_of_time {
+            bar.abandon_with_message(if interrupted {
+                format!("interrupted; checkpoint saved at step {done}")
+            } else {
+                format!(
+                    "time budget spent; stopped at step {done} of {} (checkpoint saved)",
+                    settings.steps
+                )
             });
-        }
-        if out_of_time {
-            bar.abandon_with_message(format!(
-                "time budget spent; stopped at step {done} of {} (checkpoint saved)",
-                settings.steps
-            ));
             return Ok(LoopOutcome {
                 last_step: done,
-                interrupted: false,
-                out_of_time: true,
+                interrupted,
+                out_of_time: !interrupted,
                 final_loss,
                 seconds: started.elapsed().as_secs_f64(),
             });
