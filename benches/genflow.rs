@@ -6,6 +6,8 @@ use clap::Parser;
 #[command(about = "genflow's i-ResNet benchmarks (same flags as `genflow bench`)")]
 struct Cli {
     #[command(flatten)]
+    compute: genflow::device::ComputeArgs,
+    #[command(flatten)]
     args: genflow::bench::BenchArgs,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
@@ -14,7 +16,7 @@ struct Cli {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = genflow::bench::run_cli(&cli.args) {
+    if let Err(e) = genflow::bench::run_cli(&cli.args, &cli.compute) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }

@@ -1,24 +1,26 @@
-//! Run configurations: TOML files or presets shipped in the binary, with `--set key=value` overrides,
-//! validated before any model is built.
+//! Run-level configuration, the presets shipped in the binary, and reading configuration
+//! documents (TOML files, presets or a checkpoint's stored config, with `--set key=value`
+//! overrides) with errors that say where.
+//!
+//! A configuration document holds the run-level settings ([`RunConfig`]: `seed`, `device`,
+//! `[train]`, `[optim]`) and the task's own tables (`task = "..."`, `[data]`, `[model]`,
+//! `[eval]`, ...), which the task registry ([`crate::tasks`]) reads. Errors in a document name the
+//! file, line and column of the offending key (or the `--set` that set it) and what was expected:
 //!
 //! ```
-//! use genflow::config::RunConfig;
-//! let cfg = RunConfig::resolve("iresnet-toy", &["data.density=checkerboard".into()]).unwrap();
-//! assert_eq!(cfg.toy_density().unwrap().to_string(), "checkerboard");
-//! assert!(RunConfig::resolve("iresnet-toy", &["model.spectral.coeff=1.2".into()]).is_err());
+//! use genflow::config::{ConfigDocument, RunConfig};
+//! let doc = ConfigDocument::parse("run.toml", "seed = 1\n[train]\nsteps = \"many\"\nbatch_size = 8\n")?;
+//! let err = doc.decode::<RunConfig>("", doc.table().clone().into()).unwrap_err().to_string();
+//! assert!(err.contains("run.toml:3:1") && err.contains("train.steps"), "{err}");
+//! # Ok::<(), genflow::Error>(())
 //! ```
 
-use crate::data::toy::ToyDensity;
-use crate::data::DatasetName;
-use crate::distributions::BaseKind;
-use crate::flows::{FixedPointConfig, MixingLayer};
-use crate::linalg::logdet::LogDetEstimator;
-use crate::models::{ClassifierConfig, ImageFlowConfig};
-use crate::nn::{ActivationKind, SpectralConfig};
 use crate::optim::OptimConfig;
+use crate::train::TrainConfig;
 use crate::{Error, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A preset: its name, a one-line description and its TOML text.
 pub struct Preset {
@@ -66,354 +68,236 @@ pub const PRESETS: &[Preset] = &[
     },
 ];
 
-/// What a run does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Task {
-    /// Density estimation of a 2-D toy distribution with a vector i-ResNet flow (`[model]`).
-    #[default]
-    ToyDensity,
-    /// Density estimation of images with a multi-scale i-ResNet (`[image_model]`), in bits/dim.
-    ImageDensity,
-    /// Image classification with an i-ResNet classifier (`[classifier]`).
-    Classifier,
-}
-
-/// Where the data of a run comes from.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// The 2-D toy density (task `toy-density`).
-    #[serde(default)]
-    pub density: Option<ToyDensity>,
-    /// The image data set (tasks `image-density` and `classifier`).
-    #[serde(default)]
-    pub dataset: Option<DatasetName>,
-    /// The data folder (default: `$GENFLOW_DATA` or `~/.cache/genflow/data`).
-    #[serde(default)]
-    pub dir: Option<PathBuf>,
-    /// Train on the first this many training images only.
-    #[serde(default)]
-    pub train_subset: Option<usize>,
-    /// Size of the test set: toy samples drawn (default 20000), or the first test images used
-    /// (default: all).
-    #[serde(default)]
-    pub test_size: Option<usize>,
-}
-
-/// The default number of toy test samples.
-pub const TOY_TEST_SIZE: usize = 20_000;
-
-/// The architecture of a vector i-ResNet flow (`[model]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    /// Number of i-ResNet blocks.
-    pub blocks: usize,
-    /// Hidden widths of each block's MLP `g` (e.g. `[128, 128, 128]` for 2-128-128-128-2).
-    pub hidden: Vec<i64>,
-    #[serde(default)]
-    pub activation: ActivationKind,
-    /// ActNorm before every block.
-    #[serde(default)]
-    pub actnorm: bool,
-    #[serde(default)]
-    pub base: BaseKind,
-    #[serde(default)]
-    pub spectral: SpectralConfig,
-    /// A matrix-exponential layer after every block.
-    #[serde(default)]
-    pub mixing: MixingLayer,
-}
-
-/// Training settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Optimiser steps (toy runs), or derived from `epochs` for data sets.
-    #[serde(default)]
-    pub steps: Option<u64>,
-    /// Passes over the training set (image runs).
-    #[serde(default)]
-    pub epochs: Option<u64>,
-    pub batch_size: i64,
-    /// Checkpoint every this many steps (and at the end).
-    #[serde(default = "default_checkpoint_every")]
-    pub checkpoint_every: u64,
-    /// Append a line to `metrics.jsonl` every this many steps.
-    #[serde(default = "default_log_every")]
-    pub log_every: u64,
-    /// Evaluate on the test set every this many steps (image runs; default: every epoch).
-    #[serde(default)]
-    pub eval_every: Option<u64>,
-    /// Decay of an exponential moving average of the weights used for evaluation (e.g. 0.999).
-    #[serde(default)]
-    pub ema_decay: Option<f64>,
-    /// The log-det estimator used for the training loss.
-    #[serde(default)]
-    pub logdet: LogDetEstimator,
-    /// Wall-clock budget of one `genflow train` invocation in minutes: when it is spent, training
-    /// ends early as if the last step were reached (checkpoint, final evaluation, pictures).
-    #[serde(default)]
-    pub max_minutes: Option<f64>,
-}
-
-fn default_checkpoint_every() -> u64 {
-    1000
-}
-fn default_log_every() -> u64 {
-    50
-}
-
-/// Evaluation settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EvalConfig {
-    /// The log-det estimator used for test NLL (exact for 2-D).
-    #[serde(default = "exact")]
-    pub logdet: LogDetEstimator,
-    #[serde(default)]
-    pub inverse: FixedPointConfig,
-    /// Temperature of samples drawn for pictures (the base's standard deviation is scaled by it).
-    #[serde(default = "one")]
-    pub temperature: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn exact() -> LogDetEstimator {
-    LogDetEstimator::Exact
-}
-
-impl Default for EvalConfig {
-    fn default() -> Self {
-        EvalConfig {
-            logdet: LogDetEstimator::Exact,
-            inverse: FixedPointConfig::default(),
-            temperature: 1.0,
-        }
-    }
-}
-
-/// A whole run: what `genflow train` reads and stores beside its checkpoints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The settings every run has, whatever its task: the seed of every random draw, the device, the
+/// training loop (`[train]`) and the optimiser (`[optim]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    #[serde(default)]
-    pub task: Task,
-    /// Seed of every random draw (weights, data, probes).
+    /// Seed of every random draw (weights, data order, probes, samples).
     #[serde(default)]
     pub seed: u64,
-    pub data: DataConfig,
-    /// The vector flow (task `toy-density`).
-    #[serde(default)]
-    pub model: Option<ModelConfig>,
-    /// The image flow (task `image-density`).
-    #[serde(default)]
-    pub image_model: Option<ImageFlowConfig>,
-    /// The classifier (task `classifier`).
-    #[serde(default)]
-    pub classifier: Option<ClassifierConfig>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`; the `--device` flag overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub train: TrainConfig,
-    #[serde(default)]
-    pub eval: EvalConfig,
     #[serde(default)]
     pub optim: OptimConfig,
 }
 
-fn missing(what: &str, task: Task) -> Error {
-    Error::config(format!("task {task:?} needs {what} in the configuration"))
+impl RunConfig {
+    /// The top-level keys that belong to the run rather than to its task.
+    pub const KEYS: [&'static str; 4] = ["seed", "device", "train", "optim"];
+
+    /// Checks the training and optimiser settings and the device name.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.optim.validate()?;
+        if let Some(device) = &self.device {
+            crate::device::parse(device)?;
+        }
+        Ok(())
+    }
 }
 
-impl RunConfig {
-    /// The toy density of a `toy-density` run.
-    pub fn toy_density(&self) -> Result<ToyDensity> {
-        self.data
-            .density
-            .ok_or_else(|| missing("data.density", self.task))
-    }
-    /// The vector flow of a `toy-density` run.
-    pub fn vector_model(&self) -> Result<&ModelConfig> {
-        self.model
-            .as_ref()
-            .ok_or_else(|| missing("a [model] table", self.task))
-    }
-    /// The image flow of an `image-density` run.
-    pub fn image_flow(&self) -> Result<&ImageFlowConfig> {
-        self.image_model
-            .as_ref()
-            .ok_or_else(|| missing("an [image_model] table", self.task))
-    }
-    /// The classifier of a `classifier` run.
-    pub fn classifier_model(&self) -> Result<&ClassifierConfig> {
-        self.classifier
-            .as_ref()
-            .ok_or_else(|| missing("a [classifier] table", self.task))
-    }
-    /// The image data set of an image run.
-    pub fn dataset(&self) -> Result<DatasetName> {
-        self.data
-            .dataset
-            .ok_or_else(|| missing("data.dataset", self.task))
-    }
-    /// The data folder.
-    pub fn data_dir(&self) -> PathBuf {
-        self.data
-            .dir
-            .clone()
-            .unwrap_or_else(crate::data::default_data_dir)
-    }
+/// A configuration document: TOML as read from a preset, a file or a checkpoint, with
+/// `--set key=value` overrides applied. It remembers the text and the overrides so that errors
+/// can say where the offending value came from.
+#[derive(Debug, Clone)]
+pub struct ConfigDocument {
+    origin: String,
+    text: String,
+    table: toml::Table,
+    overrides: Vec<(String, String)>,
+}
 
-    /// Parses TOML text and validates it.
-    pub fn from_toml(text: &str) -> Result<Self> {
-        let value: toml::Value =
-            toml::from_str(text).map_err(|e| Error::config(format!("TOML: {}", e.message())))?;
-        Self::from_value(value)
-    }
-
-    fn from_value(value: toml::Value) -> Result<Self> {
-        let cfg: RunConfig = value
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::config(e.message().trim().to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
+impl ConfigDocument {
     /// A preset name or a TOML file path, with `key=value` overrides applied (dotted keys, values
     /// parsed as TOML and otherwise taken as strings).
-    pub fn resolve(name_or_path: &str, overrides: &[String]) -> Result<Self> {
-        let text = match PRESETS.iter().find(|p| p.name == name_or_path) {
-            Some(preset) => preset.toml.to_string(),
+    pub fn load(name_or_path: &str, overrides: &[String]) -> Result<Self> {
+        let doc = match PRESETS.iter().find(|p| p.name == name_or_path) {
+            Some(preset) => Self::parse(&format!("preset {}", preset.name), preset.toml)?,
             None => {
                 let path = Path::new(name_or_path);
-                if !path.exists() {
+                if !path.is_file() {
                     let names: Vec<_> = PRESETS.iter().map(|p| p.name).collect();
                     return Err(Error::config(format!(
                         "'{name_or_path}' is neither a preset ({}) nor an existing TOML file",
                         names.join(", ")
                     )));
                 }
-                std::fs::read_to_string(path).map_err(|e| Error::file(path, e.to_string()))?
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::file(path, format!("cannot read the configuration: {e}"))
+                })?;
+                Self::parse(name_or_path, &text)?
             }
         };
-        let mut value: toml::Value =
-            toml::from_str(&text).map_err(|e| Error::config(format!("TOML: {}", e.message())))?;
+        doc.with_overrides(overrides)
+    }
+
+    /// Parses TOML `text`; `origin` names it in errors (a path, `preset NAME`, ...).
+    pub fn parse(origin: &str, text: &str) -> Result<Self> {
+        let table = toml::from_str::<toml::Table>(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| position(text, s.start))
+                .map(|(line, col)| format!(":{line}:{col}"))
+                .unwrap_or_default();
+            Error::config(format!("{origin}{at}: {}", one_line(e.message())))
+        })?;
+        Ok(ConfigDocument {
+            origin: origin.to_string(),
+            text: text.to_string(),
+            table,
+            overrides: Vec::new(),
+        })
+    }
+
+    /// The document with `key=value` overrides applied in order.
+    pub fn with_overrides(mut self, overrides: &[String]) -> Result<Self> {
         for item in overrides {
-            apply_override(&mut value, item)?;
+            let (key, raw) = item
+                .split_once('=')
+                .ok_or_else(|| Error::config(format!("--set expects key=value, got '{item}'")))?;
+            let key = key.trim().to_string();
+            set_dotted(&mut self.table, &key, parse_value(raw))
+                .map_err(|e| Error::config(format!("--set {item}: {e}")))?;
+            self.overrides.push((key, raw.to_string()));
         }
-        Self::from_value(value)
+        Ok(self)
     }
 
-    /// The TOML text of this configuration (stored in checkpoints).
-    pub fn to_toml(&self) -> Result<String> {
-        toml::to_string(self).map_err(|e| Error::config(format!("cannot serialise config: {e}")))
+    /// The document's table (overrides applied).
+    pub fn table(&self) -> &toml::Table {
+        &self.table
     }
 
-    /// Checks ranges and consistency; the message says which key to change.
-    pub fn validate(&self) -> Result<()> {
-        self.train.logdet.validate()?;
-        if let Some(m) = self.train.max_minutes {
-            if !(m.is_finite() && m > 0.0) {
-                return Err(Error::config(format!(
-                    "train.max_minutes = {m}: the time budget must be a positive number of minutes (or left out)"
-                )));
-            }
+    /// Where the document came from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Deserialises `value`, found at the dotted key path `prefix` of this document (`""` for the
+    /// root), into `T`. An error names the key path and says where it was set: the file, line and
+    /// column, or the `--set` that set it.
+    pub fn decode<T: DeserializeOwned>(&self, prefix: &str, value: toml::Value) -> Result<T> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let inner = one_line(e.inner().message());
+            let segments: Vec<String> = e
+                .path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                    _ => None,
+                })
+                .collect();
+            let mut path: Vec<String> = prefix
+                .split('.')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            path.extend(segments);
+            self.located_error(&path, &inner)
+        })
+    }
+
+    /// An error about the key at `path`, located as [`ConfigDocument::decode`] does.
+    pub fn located_error(&self, path: &[String], message: &str) -> Error {
+        let dotted = path.join(".");
+        let set_by = self.overrides.iter().rev().find(|(key, _)| {
+            let key_parts: Vec<&str> = key.split('.').collect();
+            key_parts.len() <= path.len() && key_parts.iter().zip(path).all(|(a, b)| a == b)
+        });
+        if let Some((key, raw)) = set_by {
+            return Error::config(format!("--set {key}={raw}: {dotted}: {message}"));
         }
-        self.eval.logdet.validate()?;
-        match self.task {
-            Task::ToyDensity => {
-                self.toy_density()?;
-                let model = self.vector_model()?;
-                model
-                    .spectral
-                    .validate()
-                    .map_err(|e| Error::config(format!("model.spectral: {e}")))?;
-                if model.blocks == 0 {
-                    return Err(Error::config("model.blocks must be positive"));
-                }
-                if let Some(w) = model.hidden.iter().find(|&&w| w <= 0) {
-                    return Err(Error::config(format!(
-                        "model.hidden widths must be positive, got {w}"
-                    )));
-                }
-                if self.train.steps.is_none() {
-                    return Err(Error::config("toy runs need train.steps"));
-                }
-            }
-            Task::ImageDensity => {
-                self.dataset()?;
-                self.image_flow()?
-                    .validate()
-                    .map_err(|e| Error::config(format!("image_model: {e}")))?;
-            }
-            Task::Classifier => {
-                self.dataset()?;
-                self.classifier_model()?
-                    .validate()
-                    .map_err(|e| Error::config(format!("classifier: {e}")))?;
-            }
-        }
-        if self.train.steps.is_none() && self.train.epochs.is_none() {
-            return Err(Error::config("set train.steps or train.epochs"));
-        }
-        if let Some(d) = self.train.ema_decay {
-            if !(0.0..1.0).contains(&d) {
-                return Err(Error::config(format!(
-                    "train.ema_decay must lie in [0, 1), got {d}"
-                )));
-            }
-        }
-        let positive = [
-            ("train.steps", self.train.steps.unwrap_or(1) as i64),
-            ("train.epochs", self.train.epochs.unwrap_or(1) as i64),
-            ("train.batch_size", self.train.batch_size),
-            ("train.checkpoint_every", self.train.checkpoint_every as i64),
-            ("train.log_every", self.train.log_every as i64),
-            (
-                "train.eval_every",
-                self.train.eval_every.unwrap_or(1) as i64,
-            ),
-            ("data.test_size", self.data.test_size.unwrap_or(1) as i64),
-            (
-                "data.train_subset",
-                self.data.train_subset.unwrap_or(1) as i64,
-            ),
-        ];
-        for (key, v) in positive {
-            if v <= 0 {
-                return Err(Error::config(format!("{key} must be positive, got {v}")));
-            }
-        }
-        Ok(())
+        let at = locate(&self.text, path)
+            .map(|offset| {
+                let (line, col) = position(&self.text, offset);
+                format!(":{line}:{col}")
+            })
+            .unwrap_or_default();
+        let key = if dotted.is_empty() {
+            String::new()
+        } else {
+            format!(" {dotted}:")
+        };
+        Error::config(format!("{}{at}:{key} {message}", self.origin))
     }
 }
 
-/// Sets `a.b.c = value` in a TOML tree.
-fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
-    let (key, raw) = item
-        .split_once('=')
-        .ok_or_else(|| Error::config(format!("--set expects key=value, got '{item}'")))?;
-    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+/// A `--set` value: TOML when it parses as a TOML value, else the raw text as a string (so that
+/// `--set data.density=checkerboard` needs no quotes).
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
-    let parts: Vec<&str> = key.trim().split('.').collect();
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Sets `a.b.c = value` in a TOML table, creating tables on the way.
+fn set_dotted(
+    root: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
     let (last, parents) = parts
         .split_last()
-        .ok_or_else(|| Error::config(format!("--set: empty key in '{item}'")))?;
-    let mut node = root;
+        .filter(|(last, _)| !last.is_empty())
+        .ok_or_else(|| "empty key".to_string())?;
+    let mut table = root;
     for part in parents {
-        let table = node
-            .as_table_mut()
-            .ok_or_else(|| Error::config(format!("--set {key}: '{part}' is not inside a table")))?;
-        node = table
+        table = table
             .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(Default::default()));
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .ok_or_else(|| format!("'{part}' is not a table"))?;
     }
-    node.as_table_mut()
-        .ok_or_else(|| Error::config(format!("--set {key}: parent is not a table")))?
-        .insert(last.to_string(), value);
+    table.insert(last.to_string(), value);
     Ok(())
+}
+
+/// The byte offset in `text` of the key at `path`, or of its innermost ancestor that the text
+/// holds (a key set only by an override has none), from the spans of a lossless parse.
+fn locate(text: &str, path: &[String]) -> Option<usize> {
+    use toml::de::DeValue;
+    let parsed = toml::de::DeTable::parse(text).ok()?;
+    let (first, rest) = path.split_first()?;
+    let (key, mut value) = parsed
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == first)?;
+    let mut found = key.span().start;
+    for segment in rest {
+        let next = match value.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(k, _)| k.get_ref() == segment)
+                .map(|(k, v)| (k.span().start, v)),
+            DeValue::Array(a) => segment
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .map(|v| (v.span().start, v)),
+            _ => None,
+        };
+        let Some((start, v)) = next else { break };
+        found = start;
+        value = v;
+    }
+    Some(found)
+}
+
+/// 1-based `(line, column)` of byte `offset` in `text`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// A message folded onto one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -5,22 +5,35 @@
 //! estimators; matrix-exponential flow layers; optimisers with parameter groups; and the training,
 //! evaluation and plotting around them.
 //!
-//! Modules depend downwards: `linalg` <- `nn` <- `flows` <- `models` <- `train` <- `apps` <- CLI.
-pub mod apps;
+//! Modules depend downwards, and the command line (`src/bin/genflow`) only calls the library:
+//!
+//! ```text
+//! bench                                      benchmarks of the models
+//! tasks                                      the Task trait, the task registry, train / open runs
+//! config                                     run-level settings, presets, configuration documents
+//! train                                      the loop, checkpoints, run folders, moving averages
+//! models                                     vector flow, image flow, classifier
+//! flows                                      Transform, the layer registry, Flow
+//! nn  distributions  optim  data  plots  metrics
+//! linalg  device  fs  progress  seeds  error
+//! ```
 pub mod bench;
-pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod distributions;
 pub mod error;
 pub mod flows;
+pub mod fs;
 pub mod linalg;
 pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod optim;
 pub mod plots;
+pub mod progress;
+pub mod seeds;
+pub mod tasks;
 pub mod train;
 
 pub use error::{Error, Result};

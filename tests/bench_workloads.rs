@@ -4,6 +4,7 @@ use clap::Parser;
 use genflow::bench::plot::{plot_scaling, ScalingPoint, ScalingTable};
 use genflow::bench::timing::Stats;
 use genflow::bench::{adam_step, run, BenchArgs, BenchConfig, BenchReport, Workload};
+use genflow::device::ComputeArgs;
 use genflow::linalg::logdet::Backend;
 use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind};
@@ -144,12 +145,15 @@ fn stats_are_exact() {
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]
+    compute: ComputeArgs,
+    #[command(flatten)]
     args: BenchArgs,
 }
 
 fn config_from(flags: &[&str]) -> genflow::Result<BenchConfig> {
     let argv = std::iter::once("bench").chain(flags.iter().copied());
-    Cli::try_parse_from(argv).unwrap().args.to_config()
+    let cli = Cli::try_parse_from(argv).unwrap();
+    cli.args.to_config(&cli.compute)
 }
 
 #[test]

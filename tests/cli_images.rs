@@ -62,8 +62,10 @@ fn image_density_and_classifier_runs() {
             &data,
         ];
         for s in [
-            "image_model.scales=[1, 1]",
-            "image_model.hidden=8",
+            "model.scales=[1, 1]",
+            "model.hidden=8",
+            // an explicit schedule length lets the run be extended by --resume
+            "optim.schedule.total_steps=1440",
             "train.batch_size=32",
             "train.eval_every=2",
             "train.log_every=1",
@@ -121,9 +123,9 @@ fn image_density_and_classifier_runs() {
     ];
     for s in [
         "data.dataset=\"digits\"",
-        "classifier.in_shape=[1, 8, 8]",
-        "classifier.stages=[1, 1]",
-        "classifier.hidden=[8, 8]",
+        "model.in_shape=[1, 8, 8]",
+        "model.stages=[1, 1]",
+        "model.hidden=[8, 8]",
         "train.steps=3",
         "train.batch_size=32",
         "data.test_size=30",
@@ -186,9 +188,9 @@ fn pytorch_reference_reproduces_genflow_bits_per_dim() {
     let data = format!("data.dir=\"{}\"", tmp.path().display());
     let sets = [
         data.as_str(),
-        "image_model.scales=[2, 1]",
-        "image_model.hidden=8",
-        "image_model.base=\"diagonal_gaussian\"",
+        "model.scales=[2, 1]",
+        "model.hidden=8",
+        "model.base=\"diagonal_gaussian\"",
         "train.batch_size=32",
         "train.steps=6",
         "train.ema_decay=0.9",

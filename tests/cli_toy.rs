@@ -41,6 +41,9 @@ const TINY: &[&str] = &[
     "train.checkpoint_every=10",
     "--set",
     "train.log_every=5",
+    // the preset's cosine decays over the run's length; an explicit length lets runs be extended
+    "--set",
+    "optim.schedule.total_steps=4000",
 ];
 
 fn train(dir: &Path, steps: u64, extra: &[&str]) -> Output {
@@ -150,8 +153,9 @@ fn resume_continues_exactly() {
     ok(&train(&straight, 20, &[]));
     ok(&train(&split, 10, &[]));
     ok(&train(&split, 20, &["--resume"]));
-    let (a, ma) = genflow::checkpoint::load(&straight.join("checkpoint.safetensors")).unwrap();
-    let (b, mb) = genflow::checkpoint::load(&split.join("checkpoint.safetensors")).unwrap();
+    let (a, ma) =
+        genflow::train::checkpoint::load(&straight.join("checkpoint.safetensors")).unwrap();
+    let (b, mb) = genflow::train::checkpoint::load(&split.join("checkpoint.safetensors")).unwrap();
     assert_eq!((ma.step, mb.step), (20, 20));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, t) in &a {

@@ -681,7 +681,7 @@ fn resume_config(kind: OptimKind) -> OptimConfig {
     }];
     let schedule = ScheduleConfig::Cosine {
         warmup_steps: 1,
-        total_steps: 8,
+        total_steps: Some(8),
         final_mult: 0.1,
     };
     let mut cfg = OptimConfig {
@@ -797,7 +797,7 @@ fn toml_form_of_the_issue_parses() {
         global_clip_norm: Some(5.0),
         schedule: ScheduleConfig::Cosine {
             warmup_steps: 100,
-            total_steps: 10000,
+            total_steps: Some(10000),
             final_mult: 0.0,
         },
         groups: vec![

@@ -56,7 +56,7 @@ fn nan_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let msg = err.to_string();
     assert!(msg.contains("step 7") && msg.contains("step 6"), "{msg}");
     let (tensors, meta) =
-        genflow::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
+        genflow::train::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
     assert_eq!(meta.step, 6);
     assert!(tensors["w"].isfinite().all().int64_value(&[]) == 1);
     let lines = std::fs::read_to_string(dir.path().join(train::METRICS_FILE)).unwrap();
@@ -81,7 +81,8 @@ fn time_budget_ends_training_with_a_checkpoint() {
     let outcome = train::run(&vs, &mut optimizer, &mut objective, &settings, 0).unwrap();
     assert!(outcome.out_of_time && !outcome.interrupted, "{outcome:?}");
     assert_eq!(outcome.last_step, 1);
-    let (_, meta) = genflow::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
+    let (_, meta) =
+        genflow::train::checkpoint::load(&dir.path().join(train::CHECKPOINT_FILE)).unwrap();
     assert_eq!(meta.step, 1);
     let lines = std::fs::read_to_string(dir.path().join(train::METRICS_FILE)).unwrap();
     assert_eq!(lines.lines().count(), 1);

@@ -9,26 +9,26 @@
 //! 4. gradients: after `backward` of a loss depending on the output and the log-det, every trainable
 //!    parameter (and the input) has a nonzero gradient.
 //!
-//! To add a transform: write a `fn case_...() -> Case` below and list it in [`cases`].
+//! The cases are every example of every layer in the registry ([`LayerConfig::examples`]), so a
+//! layer is under contract the moment it is registered, plus the transforms of whole models.
+//! Injective layers that are not onto (their Jacobian is not square) are checked for a zero
+//! log-det and a full-rank Jacobian instead of point 3.
 mod common;
 
 use common::{autograd_jacobian, logabsdet, randn, seed_lock};
-use genflow::flows::{
-    ActNorm, Dequantize, FlowContext, IResBlock, LogitTransform, MatrixExpConfig, MatrixExpConv1x1,
-    MultiScale, RankOneExp, RankOneExpConfig, Sequential, Squeeze, Transform,
-};
+use genflow::flows::{build_stack, Domain, FlowContext, LayerConfig, LayerExample, Transform};
 use genflow::linalg::logdet::LogDetEstimator;
 use genflow::models::{ImageFlow, ImageFlowConfig};
-use genflow::nn::{assign, ActivationKind, ConvShape, ResidualNet, SpectralConfig};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// One transform with the store holding its parameters and an input to test it at.
 struct Case {
-    name: &'static str,
+    name: String,
     vs: VarStore,
     transform: Box<dyn Transform>,
     x: Tensor,
     out_shape: Vec<i64>,
+    bijective: bool,
 }
 
 fn f64_store() -> VarStore {
@@ -65,11 +65,12 @@ fn settle(vs: &VarStore, t: &dyn Transform, x: &Tensor) {
 }
 
 fn case(
-    name: &'static str,
+    name: String,
     mut vs: VarStore,
     transform: Box<dyn Transform>,
     x: Tensor,
-    out_shape: &[i64],
+    out_shape: Vec<i64>,
+    bijective: bool,
 ) -> Case {
     // buffers (`zeros_no_train`) are created in f32 whatever the store's kind: convert after building
     vs.set_kind(Kind::Double);
@@ -79,140 +80,54 @@ fn case(
         vs,
         transform,
         x,
-        out_shape: out_shape.to_vec(),
+        out_shape,
+        bijective,
     }
 }
 
-fn spectral() -> SpectralConfig {
-    SpectralConfig {
-        coeff: 0.9,
-        n_power_iter: 5,
-    }
-}
-
-fn case_iresblock_dense() -> Case {
-    let vs = f64_store();
-    let g = ResidualNet::mlp(
-        &(vs.root() / "g"),
-        &[4, 16, 16, 4],
-        ActivationKind::Lipswish,
-        spectral(),
-        false,
-    )
-    .unwrap();
-    case(
-        "iresblock_dense",
-        vs,
-        Box::new(IResBlock::new(g)),
-        randn(&[3, 4], 1),
-        &[3, 4],
-    )
-}
-
-fn conv_shape(channels: i64, hw: i64) -> ConvShape {
-    ConvShape {
-        channels,
-        hidden: 4,
-        kernels: vec![3, 1, 3],
-        hw: (hw, hw),
-    }
-}
-
-fn case_iresblock_conv() -> Case {
-    let vs = f64_store();
-    let g = ResidualNet::conv(
-        &(vs.root() / "g"),
-        &conv_shape(2, 4),
-        ActivationKind::Elu,
-        spectral(),
-        true,
-    )
-    .unwrap();
-    case(
-        "iresblock_conv",
-        vs,
-        Box::new(IResBlock::new(g)),
-        randn(&[2, 2, 4, 4], 2),
-        &[2, 2, 4, 4],
-    )
-}
-
-fn case_actnorm() -> Case {
-    let vs = f64_store();
-    let an = ActNorm::new(&vs.root(), 2);
-    // mark it initialised with random statistics (settle's training pass then keeps them)
-    let x = randn(&[2, 2, 4, 4], 3);
-    let mut init = FlowContext::train(LogDetEstimator::Exact, 0);
-    let _ = an.forward(&(&x * 2.0 + 0.5), &mut init).unwrap();
-    assign(&an.bias, &(&an.bias + randn(&[2], 4) * 0.3));
-    case("actnorm", vs, Box::new(an), x, &[2, 2, 4, 4])
-}
-
-fn case_squeeze() -> Case {
-    case(
-        "squeeze",
-        f64_store(),
-        Box::new(Squeeze),
-        randn(&[2, 2, 4, 4], 5),
-        &[2, 8, 2, 2],
-    )
-}
-
-fn case_logit() -> Case {
-    let x = (randn(&[2, 2, 4, 4], 6).sigmoid() * 0.98) + 0.01;
-    case(
-        "logit",
-        f64_store(),
-        Box::new(LogitTransform::new(0.05).unwrap()),
-        x,
-        &[2, 2, 4, 4],
-    )
-}
-
-fn case_dequantize() -> Case {
-    tch::manual_seed(7);
-    let x = Tensor::randint(256, [2, 1, 4, 4], (Kind::Double, Device::Cpu));
-    case(
-        "dequantize",
-        f64_store(),
-        Box::new(Dequantize::new(256).unwrap()),
-        x,
-        &[2, 1, 4, 4],
-    )
-}
-
-fn case_multiscale() -> Case {
-    let vs = f64_store();
-    let shapes = MultiScale::level_shapes([2, 4, 4], 2, true).unwrap();
-    let levels = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let p = vs.root() / i;
-            let mut level = Sequential::new();
-            level.push(ActNorm::new(&(&p / "actnorm"), s[0]));
-            let g = ResidualNet::conv(
-                &(&p / "g"),
-                &conv_shape(s[0], s[1]),
-                ActivationKind::Lipswish,
-                spectral(),
-                true,
-            );
-            level.push(IResBlock::new(g.unwrap()));
-            Box::new(level) as Box<dyn Transform>
-        })
+/// A batch of inputs of per-sample shape `shape` from `domain` (3 vectors or 2 images).
+fn input(shape: &[i64], domain: Domain, seed: i64) -> Tensor {
+    let batch = if shape.len() == 1 { 3 } else { 2 };
+    let full: Vec<i64> = std::iter::once(batch)
+        .chain(shape.iter().copied())
         .collect();
-    let ms = MultiScale::new([2, 4, 4], levels, true).unwrap();
+    match domain {
+        Domain::Real => randn(&full, seed),
+        Domain::UnitInterval => randn(&full, seed).sigmoid() * 0.98 + 0.01,
+        Domain::Levels(levels) => {
+            tch::manual_seed(seed);
+            Tensor::randint(
+                i64::from(levels),
+                full.as_slice(),
+                (Kind::Double, Device::Cpu),
+            )
+        }
+    }
+}
+
+/// A registered layer's example, built through the registry's stack builder.
+fn layer_case(example: LayerExample, seed: i64) -> Case {
+    let vs = f64_store();
+    let (stack, out) = build_stack(
+        &vs.root(),
+        &example.input,
+        std::slice::from_ref(&example.config),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", example.name));
+    let x = input(&example.input, example.domain, seed);
+    let out_shape = std::iter::once(x.size()[0]).chain(out).collect();
     case(
-        "multiscale_factor_out",
+        example.name.to_string(),
         vs,
-        Box::new(ms),
-        randn(&[2, 2, 4, 4], 8),
-        &[2, 32],
+        Box::new(stack),
+        x,
+        out_shape,
+        example.bijective,
     )
 }
 
-fn case_image_flow() -> Case {
+/// The transform of a small image flow (logit, multi-scale with factor-out, ActNorm and blocks).
+fn image_flow_case() -> Case {
     let vs = f64_store();
     let config = ImageFlowConfig {
         in_shape: [1, 4, 4],
@@ -225,55 +140,37 @@ fn case_image_flow() -> Case {
     let model = ImageFlow::new(&vs.root(), &config).unwrap();
     let x = randn(&[2, 1, 4, 4], 9).sigmoid();
     case(
-        "image_flow",
+        "image_flow".into(),
         vs,
         Box::new(model.flow.transform),
         x,
-        &[2, 16],
+        vec![2, 16],
+        true,
     )
 }
 
-/// Every transform under contract.
+/// Every transform under contract: each example of each registered layer, and the models.
 fn cases() -> Vec<Case> {
     tch::manual_seed(0);
-    vec![
-        case_iresblock_dense(),
-        case_iresblock_conv(),
-        case_actnorm(),
-        case_squeeze(),
-        case_logit(),
-        case_dequantize(),
-        case_multiscale(),
-        case_image_flow(),
-        case_rank_one_exp(&[3, 5]),
-        case_rank_one_exp(&[2, 3, 4, 4]),
-        case_matrix_exp(&[3, 5]),
-        case_matrix_exp(&[2, 3, 4, 4]),
-    ]
+    let mut all: Vec<Case> = LayerConfig::examples()
+        .into_iter()
+        .enumerate()
+        .map(|(i, example)| layer_case(example, i as i64 + 1))
+        .collect();
+    all.push(image_flow_case());
+    all
 }
 
-/// `RankOneExp` over the channels of a dense (`[B, C]`) or image (`[B, C, H, W]`) input.
-fn case_rank_one_exp(shape: &[i64]) -> Case {
-    let vs = f64_store();
-    let layer = RankOneExp::new(&vs.root(), shape[1], RankOneExpConfig::default()).unwrap();
-    let name = if shape.len() == 2 {
-        "rank_one_exp_dense"
-    } else {
-        "rank_one_exp_conv"
-    };
-    case(name, vs, Box::new(layer), randn(shape, 10), shape)
-}
-
-/// `MatrixExpConv1x1` over the channels of a dense or image input.
-fn case_matrix_exp(shape: &[i64]) -> Case {
-    let vs = f64_store();
-    let layer = MatrixExpConv1x1::new(&vs.root(), shape[1], MatrixExpConfig::default()).unwrap();
-    let name = if shape.len() == 2 {
-        "matrix_exp_dense"
-    } else {
-        "matrix_exp_conv"
-    };
-    case(name, vs, Box::new(layer), randn(shape, 11), shape)
+/// Every registered layer has at least one example.
+#[test]
+fn every_registered_layer_has_an_example() {
+    let covered: std::collections::BTreeSet<&str> = LayerConfig::examples()
+        .iter()
+        .map(|e| e.config.name())
+        .collect();
+    for name in LayerConfig::NAMES {
+        assert!(covered.contains(name), "layer {name} has no example");
+    }
 }
 
 fn check_shapes(c: &Case) {
@@ -303,6 +200,22 @@ fn check_logdet(c: &Case) {
     for i in 0..c.x.size()[0] {
         let xi = c.x.narrow(0, i, 1);
         let jac = autograd_jacobian(&|z| c.transform.forward(z, &mut ctx()).unwrap().0, &xi);
+        if !c.bijective {
+            // injective: J^T J is nonsingular (full column rank), and no volume is claimed
+            let gram = jac.tr().matmul(&jac);
+            assert!(
+                logabsdet(&gram).is_finite(),
+                "{} sample {i}: rank-deficient Jacobian",
+                c.name
+            );
+            assert_eq!(
+                ld.double_value(&[i]),
+                0.0,
+                "{}: log-det of an injective map",
+                c.name
+            );
+            continue;
+        }
         let want = logabsdet(&jac);
         let got = ld.double_value(&[i]);
         assert!(

@@ -121,9 +121,11 @@ IMAGE_DEFAULTS = {"scales": [4, 4], "hidden": 64, "kernels": [3, 1, 3], "activat
 
 
 def image_model_config(config):
-    """`[image_model]` with genflow's defaults filled in."""
-    model = {**IMAGE_DEFAULTS, **config["image_model"]}
-    model["spectral"] = {**IMAGE_DEFAULTS["spectral"], **config["image_model"].get("spectral", {})}
+    """The image flow's `[model]` (`[image_model]` in checkpoints of config format 1) with
+    genflow's defaults filled in."""
+    given = config["model"] if "model" in config else config["image_model"]
+    model = {**IMAGE_DEFAULTS, **given}
+    model["spectral"] = {**IMAGE_DEFAULTS["spectral"], **given.get("spectral", {})}
     return model
 
 

@@ -84,9 +84,11 @@ def toml_text(table, prefix=""):
     return "\n".join(lines)
 
 
-def lr_multiplier(schedule):
-    """genflow's schedule `m(t)` for the update after `t` steps (constant, warmup or cosine)."""
+def lr_multiplier(schedule, run_steps):
+    """genflow's schedule `m(t)` for the update after `t` steps (constant, warmup or cosine; a
+    cosine without `total_steps` decays over the run's `run_steps`, as in genflow)."""
     kind, warmup = schedule.get("kind", "constant"), schedule.get("warmup_steps", 0)
+    total = schedule.get("total_steps", max(run_steps, warmup + 1))
     if kind not in ("constant", "warmup", "linear_warmup", "cosine"):
         sys.exit(f"schedule {kind!r} is not supported here")
 
@@ -96,7 +98,7 @@ def lr_multiplier(schedule):
         if kind != "cosine":
             return 1.0
         final = schedule.get("final_mult", 0.0)
-        progress = min((t - warmup) / (schedule["total_steps"] - warmup), 1.0)
+        progress = min((t - warmup) / (total - warmup), 1.0)
         return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
     return m
 
@@ -139,7 +141,7 @@ def train(config, out_dir, log=print):
     optimizer = OPTIMIZERS[kind](params, lr=optim_cfg["lr"],
                                  betas=tuple(optim_cfg.get("betas", (0.9, 0.999))),
                                  eps=optim_cfg.get("eps", 1e-8), **extra)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(optim_cfg.get("schedule", {})))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(optim_cfg.get("schedule", {}), steps))
     logdet_fn = series_logdet(estimator.get("terms", 5), estimator.get("probe", "gaussian"))
     data_rng = torch.Generator().manual_seed(seed)
     model.train()
@@ -172,7 +174,8 @@ def train(config, out_dir, log=print):
         tensors.update({"ema." + n: t for n, t in ema.items()})
     os.makedirs(out_dir, exist_ok=True)
     ref.write_safetensors(os.path.join(out_dir, "checkpoint.safetensors"), tensors,
-                          {"format": "pt", "genflow_step": str(steps), "genflow_config": toml_text(config)})
+                          {"format": "pt", "genflow_step": str(steps), "genflow_config": toml_text(config),
+                           "genflow_format": "2" if "model" in config else "1"})
     return steps, seconds
 
 

@@ -4,11 +4,12 @@
 
 use super::plot::{plot_scaling, ScalingTable};
 use super::{run, BenchConfig, BlockShape, Workload};
+use crate::device::ComputeArgs;
 use crate::linalg::logdet::Backend;
 use crate::{Error, Result};
 use std::path::PathBuf;
 
-/// `genflow bench [--json] [--workload NAME] [--device cpu|cuda] ...`
+/// `genflow bench [--json] [--workload NAME] ...` (with the global `--device` and `--threads`)
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Print one line of JSON instead of a table.
@@ -18,9 +19,6 @@ pub struct BenchArgs {
     /// logdet-terms, toy-step, mnist-step, matmul-1024. Default: all.
     #[arg(long = "workload", value_name = "NAME")]
     pub workloads: Vec<String>,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
     /// Jacobian products of the block log-det: tangent (first-order) or vjp (double backward).
     #[arg(long, default_value = "tangent")]
     pub backend: String,
@@ -39,9 +37,6 @@ pub struct BenchArgs {
     /// Timed runs per workload.
     #[arg(long, default_value_t = BenchConfig::default().samples)]
     pub samples: usize,
-    /// libtorch intra-op threads (0: libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: i32,
     /// Keep the C allocator's defaults instead of reusing freed memory (for comparisons).
     #[arg(long)]
     pub default_malloc: bool,
@@ -65,8 +60,9 @@ fn parse_backend(s: &str) -> Result<Backend> {
 }
 
 impl BenchArgs {
-    /// The validated configuration these flags describe.
-    pub fn to_config(&self) -> Result<BenchConfig> {
+    /// The validated configuration these flags describe, on the device and with the threads of
+    /// the global flags.
+    pub fn to_config(&self, compute: &ComputeArgs) -> Result<BenchConfig> {
         let defaults = BenchConfig::default();
         let workloads = if self.workloads.is_empty() {
             defaults.workloads.clone()
@@ -78,7 +74,7 @@ impl BenchArgs {
         };
         let config = BenchConfig {
             workloads,
-            device: crate::device::select(&self.device)?,
+            device: compute.device_or_auto()?,
             backend: parse_backend(&self.backend)?,
             block: BlockShape {
                 hidden: self.hidden,
@@ -88,7 +84,7 @@ impl BenchArgs {
             },
             warmup: self.warmup,
             samples: self.samples,
-            threads: self.threads,
+            threads: compute.threads.unwrap_or(0),
             reuse_memory: !self.default_malloc,
             ..defaults
         };
@@ -98,7 +94,7 @@ impl BenchArgs {
 }
 
 /// Runs `genflow bench` with parsed flags: prints the table (or JSON), or draws the scaling plot.
-pub fn run_cli(args: &BenchArgs) -> Result<()> {
+pub fn run_cli(args: &BenchArgs, compute: &ComputeArgs) -> Result<()> {
     if let Some(json) = &args.plot_scaling {
         let out = args
             .out
@@ -108,7 +104,7 @@ pub fn run_cli(args: &BenchArgs) -> Result<()> {
         println!("wrote {}", out.display());
         return Ok(());
     }
-    let report = run(&args.to_config()?)?;
+    let report = run(&args.to_config(compute)?)?;
     if args.json {
         println!("{}", report.to_json()?);
     } else {

@@ -2,13 +2,13 @@
 
 use super::timing::{measure, repeat};
 use super::{BenchConfig, BlockShape, Workload, WorkloadResult};
-use crate::config::{ModelConfig, RunConfig};
 use crate::distributions::StandardNormal;
 use crate::flows::{Flow, FlowContext, IResBlock, Sequential, Transform};
 use crate::linalg::logdet::{Backend, LogDetEstimator, Probe};
-use crate::models::{ImageFlow, VectorFlow};
+use crate::models::{ImageFlow, VectorFlow, VectorFlowConfig};
 use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
-use crate::Result;
+use crate::tasks::{JobConfig, TaskConfig};
+use crate::{Error, Result};
 use tch::nn::{OptimizerConfig, Path, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -228,14 +228,19 @@ pub type ModelBuilder = fn(&BenchConfig) -> Result<StepModel>;
 /// `2-w-w-w-2` with LipSwish, c = 0.9, 1 power iteration, per block) with `config.toy`'s block
 /// count, width and batch, trained with the preset's estimator (exact log-det) on `N(0, I)` points.
 pub fn toy_model(config: &BenchConfig) -> Result<StepModel> {
-    let preset = RunConfig::resolve("iresnet-toy", &[])?;
+    let TaskConfig::ToyDensity(preset) = JobConfig::resolve("iresnet-toy", &[])?.task else {
+        return Err(Error::config(
+            "the iresnet-toy preset is not a toy-density task",
+        ));
+    };
     let toy = config.toy;
-    let model = ModelConfig {
+    let model = VectorFlowConfig {
         blocks: toy.blocks,
         hidden: vec![toy.width; 3],
-        ..preset.vector_model()?.clone()
+        ..preset.model
     };
-    let VectorFlow { vs, flow } = VectorFlow::new(&model, 2, config.device)?;
+    let vs = VarStore::new(config.device);
+    let VectorFlow { flow } = VectorFlow::new(&vs.root(), &model, 2)?;
     let input = Tensor::randn([toy.batch, 2], (Kind::Float, config.device));
     Ok(StepModel {
         vs,
@@ -251,8 +256,12 @@ pub fn toy_model(config: &BenchConfig) -> Result<StepModel> {
 /// series with [`MNIST_TERMS`] terms, the expected cost of the preset's Russian roulette (2 terms +
 /// Geometric(1/2) more), so that the timing does not depend on random draws (nor does PyTorch's).
 pub fn mnist_model(config: &BenchConfig) -> Result<StepModel> {
-    let preset = RunConfig::resolve("iresnet-mnist", &[])?;
-    let model_config = preset.image_flow()?;
+    let TaskConfig::ImageDensity(preset) = JobConfig::resolve("iresnet-mnist", &[])?.task else {
+        return Err(Error::config(
+            "the iresnet-mnist preset is not an image-density task",
+        ));
+    };
+    let model_config = &preset.model;
     let vs = VarStore::new(config.device);
     let ImageFlow { flow, .. } = ImageFlow::new(&vs.root(), model_config)?;
     let [c, h, w] = model_config.in_shape;

@@ -44,6 +44,14 @@ impl DatasetName {
             Self::Cifar10 => "cifar10",
         }
     }
+
+    /// The grey levels a pixel takes: 17 for digits (values 0..=16), 256 otherwise.
+    pub fn levels(self) -> u32 {
+        match self {
+            Self::Digits => crate::data::digits::LEVELS,
+            _ => 256,
+        }
+    }
 }
 
 impl fmt::Display for DatasetName {
@@ -270,6 +278,31 @@ impl ImageDataset {
             next: 0,
         })
     }
+
+    /// The images and labels of training step `step` with batches of `batch_size`: epoch
+    /// `step / steps_per_epoch` visits the images in an order drawn from `seed` and the epoch
+    /// ([`crate::seeds::Stream::Data`]), so a resumed run sees exactly what the uninterrupted one
+    /// would. The last batch of an epoch holds the remainder.
+    pub fn epoch_batch(&self, seed: u64, step: u64, batch_size: usize) -> Result<(Tensor, Tensor)> {
+        if batch_size == 0 || self.is_empty() {
+            return Err(Error::config(format!(
+                "cannot draw batches of {batch_size} from a data set of {} images",
+                self.len()
+            )));
+        }
+        let n = self.len();
+        let per_epoch = n.div_ceil(batch_size) as u64;
+        let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        let epoch_seed = crate::seeds::derived_seed(seed, crate::seeds::Stream::Data, epoch);
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
+        let start = index * batch_size;
+        let idx = Tensor::f_from_slice(&order[start..(start + batch_size).min(n)])?;
+        Ok((
+            self.images.f_index_select(0, &idx)?,
+            self.labels.f_index_select(0, &idx)?,
+        ))
+    }
 }
 
 /// The iterator returned by [`ImageDataset::batches`].
@@ -398,5 +431,65 @@ fn existing(name: DatasetName, folder: &Path, file: &str) -> Result<PathBuf> {
                  --from FOLDER` with files you already have)"
             ),
         )),
+    }
+}
+
+/// The data of an image run (`[data]` of the image tasks).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDataConfig {
+    /// The data set.
+    pub dataset: DatasetName,
+    /// The data folder (default: `$GENFLOW_DATA` or `~/.cache/genflow/data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// Train on the first this many training images only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_subset: Option<usize>,
+    /// Test images used by the evaluations during training (default: all); `genflow eval` uses
+    /// the whole test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_size: Option<usize>,
+}
+
+impl ImageDataConfig {
+    /// Checks the sizes.
+    pub fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("data.test_size", self.test_size),
+            ("data.train_subset", self.train_subset),
+        ] {
+            if v == Some(0) {
+                return Err(Error::config(format!("{key} must be positive, got 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// The training images (the first `train_subset` of them when set).
+    pub fn load_train(&self) -> Result<ImageDataset> {
+        let train = load(self.dataset, Split::Train, &self.data_dir())?;
+        match self.train_subset {
+            Some(n) => train.subset(n.min(train.len())),
+            None => Ok(train),
+        }
+    }
+
+    /// The whole test split.
+    pub fn load_test(&self) -> Result<ImageDataset> {
+        load(self.dataset, Split::Test, &self.data_dir())
+    }
+
+    /// The first `test_size` images of `test` (all when unset), for evaluations during training.
+    pub fn evaluation_subset(&self, test: ImageDataset) -> Result<ImageDataset> {
+        match self.test_size {
+            Some(n) => test.subset(n.min(test.len())),
+            None => Ok(test),
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 /// Pixels per image: 8x8.
 const PIXELS: usize = 64;
 /// Grey levels: pixel values are counts 0..=16.
-const LEVELS: u32 = 17;
+pub const LEVELS: u32 = 17;
 /// The ten digit classes.
 const CLASSES: usize = 10;
 

@@ -1,7 +1,7 @@
 //! File helpers shared by the readers and installers: reading with the path in every error,
-//! transparent gzip decompression, SHA-256 and atomic writes.
+//! transparent gzip decompression and SHA-256 (writes go through [`crate::fs::write_atomic`]).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -49,27 +49,4 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Writes `bytes` to `path` atomically: into a temporary file in the same folder, flushed to
-/// disk, then renamed over `path`, so an interrupted write never leaves a partial file there.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let folder = path
-        .parent()
-        .ok_or_else(|| Error::file(path, "has no parent folder to write into"))?;
-    std::fs::create_dir_all(folder)
-        .map_err(|e| Error::file(folder, format!("cannot create the folder: {e}")))?;
-    let fail = |e: std::io::Error| Error::file(path, format!("cannot write the file: {e}"));
-    let mut tmp = tempfile::NamedTempFile::new_in(folder).map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
-    // Temporary files are private (0600); data files are meant to be shared like any other.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let public = std::fs::Permissions::from_mode(0o644);
-        tmp.as_file().set_permissions(public).map_err(fail)?;
-    }
-    tmp.as_file().sync_all().map_err(fail)?;
-    tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
 }

@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::dataset::DIGITS_FILE;
-use super::files::{read_bytes, read_maybe_gz, sha256_hex, write_atomic};
+use super::files::{read_bytes, read_maybe_gz, sha256_hex};
 use super::{load, DatasetName, Split};
+use crate::fs::write_atomic;
 use crate::{Error, Result};
 
 /// SHA-256 of every installed file (of the uncompressed IDX files; of `digits.csv.gz` as is).
@@ -143,6 +144,8 @@ fn install_files(
     } else {
         let (source, _scratch) = source_folder(dataset, dir, from)?;
         let found = files_under(&source)?;
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| Error::file(&folder, format!("cannot create the folder: {e}")))?;
         for (name, sha) in missing {
             let (origin, bytes) = find_checked(dataset, &source, &found, name, sha)?;
             let target = folder.join(name);

@@ -31,10 +31,13 @@ mod files;
 pub mod folder;
 pub mod idx;
 pub mod install;
+pub mod tensor_file;
 pub mod toy;
+pub mod user_files;
 
 pub use dataset::{
-    default_data_dir, load, Batches, DatasetName, ImageDataset, Split, DIGITS_TRAIN,
+    default_data_dir, load, Batches, DatasetName, ImageDataConfig, ImageDataset, Split,
+    DIGITS_TRAIN,
 };
 pub use files::sha256_hex;
 pub use install::{install, verify, InstallReport};

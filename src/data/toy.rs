@@ -350,3 +350,34 @@ impl From<ToyDensity> for &'static str {
         density.name()
     }
 }
+
+/// The data of a toy-density run (`[data]` of `task = "toy-density"`): the density, and how
+/// many test points evaluations draw.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToyDataConfig {
+    /// The toy density.
+    pub density: ToyDensity,
+    /// Test points drawn by evaluations (default [`TOY_TEST_SIZE`]).
+    #[serde(default = "toy_test_size")]
+    pub test_size: usize,
+}
+
+/// The default number of toy test points.
+pub const TOY_TEST_SIZE: usize = 20_000;
+
+fn toy_test_size() -> usize {
+    TOY_TEST_SIZE
+}
+
+impl ToyDataConfig {
+    /// Checks the test size.
+    pub fn validate(&self) -> Result<()> {
+        if self.test_size == 0 {
+            return Err(crate::Error::config(
+                "data.test_size must be positive, got 0",
+            ));
+        }
+        Ok(())
+    }
+}

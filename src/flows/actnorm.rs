@@ -5,10 +5,38 @@
 //! output has zero mean and unit variance per channel; an `initialized` buffer records this, so a
 //! resumed or loaded model is never re-initialised.
 
+use super::layer::{channels, Built, LayerExample, LayerSpec};
 use super::transform::{FlowContext, Transform};
+use super::LayerConfig;
 use crate::nn::assign;
 use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
 use tch::{nn::Path, Tensor};
+
+/// The configuration of an [`ActNorm`] (`{ layer = "actnorm" }`): no settings; the channels
+/// come from the input. Parameters: `bias`, `log_scale` and the `initialized` flag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActNormConfig {}
+
+impl LayerSpec for ActNormConfig {
+    fn collection(&self) -> Option<&'static str> {
+        Some("actnorms")
+    }
+
+    fn build(&self, p: &Path, input: &[i64]) -> Result<Built> {
+        let c = channels(input, "actnorm")?;
+        Ok((Box::new(ActNorm::new(p, c)), input.to_vec()))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let config = LayerConfig::ActNorm(ActNormConfig {});
+        vec![
+            LayerExample::new("actnorm_dense", config.clone(), &[3]),
+            LayerExample::new("actnorm_conv", config, &[2, 4, 4]),
+        ]
+    }
+}
 
 /// Channels whose batch standard deviation is below this keep scale 1 at initialisation.
 const MIN_INIT_STD: f64 = 1e-3;

@@ -1,45 +1,67 @@
-//! Preprocessing of discrete images: uniform dequantisation and the logit transform.
+//! Uniform dequantisation of discrete data (Theis et al. 2016, "A note on the evaluation of
+//! generative models"; Dinh et al. 2017, RealNVP, section 4.1): `x in {0, ..., L-1}` becomes
+//! `y = (x + u) / L`, `u ~ U[0, 1)^D`.
 //!
-//! * [`Dequantize`] (Theis et al. 2016, "A note on the evaluation of generative models"; Dinh et al.
-//!   2017, RealNVP, section 4.1): `x in {0, ..., L-1}` becomes `y = (x + u) / L`, `u ~ U[0, 1)^D`.
-//!   The map `x -> (x + u)/L` has Jacobian `I / L`, so `ln|det J| = -D ln L`: a flow density
-//!   `p(y)` on the scaled cube `[0, 1)^D` is a density `p(y) L^{-D}` on `[0, L)^D`, whose integral
-//!   over the unit cell of `x` lower-bounds the discrete probability `P(x)` (Jensen). Hence the
-//!   reported bits per dimension (SPEC section 1; [`crate::metrics::bits_per_dim`])
-//!   `bits/dim = (-log p(y) / D + ln L) / ln 2`, the official code's `-log p / (D ln 2) + 8` for
-//!   `L = 256`.
-//! * [`LogitTransform`] (RealNVP, section 4.1): `y = logit(alpha + (1 - 2 alpha) x)` maps `[0, 1]`
-//!   onto a bounded interval of the real line with
-//!   `ln|det J| = sum_i [ln(1 - 2 alpha) - ln p_i - ln(1 - p_i)]`, `p_i = alpha + (1 - 2 alpha) x_i`,
-//!   computed as `ln(1 - 2 alpha) + softplus(y_i) + softplus(-y_i)` (stable for large `|y_i|`);
-//!   inverse `x = (sigmoid(y) - alpha) / (1 - 2 alpha)`. RealNVP and Residual Flows use
-//!   `alpha = 0.05` (CIFAR-10) and `alpha = 1e-6` (MNIST).
+//! The map `x -> (x + u)/L` has Jacobian `I / L`, so `ln|det J| = -D ln L`: a flow density
+//! `p(y)` on the scaled cube `[0, 1)^D` is a density `p(y) L^{-D}` on `[0, L)^D`, whose integral
+//! over the unit cell of `x` lower-bounds the discrete probability `P(x)` (Jensen). Hence the
+//! reported bits per dimension (SPEC section 1; [`crate::metrics::bits_per_dim`])
+//! `bits/dim = (-log p(y) / D + ln L) / ln 2`, the official code's `-log p / (D ln 2) + 8` for
+//! `L = 256`.
 //!
 //! ```
-//! use genflow::flows::{Dequantize, FlowContext, LogitTransform, Transform};
+//! use genflow::flows::{Dequantize, FlowContext, Transform};
 //! use genflow::linalg::logdet::LogDetEstimator;
-//! use tch::{Kind, Tensor};
+//! use tch::Tensor;
 //!
 //! let mut ctx = FlowContext::eval(LogDetEstimator::Exact, 0);
 //! let pixels = Tensor::from_slice(&[0.0f64, 17.0, 255.0]).reshape([1, 3]);
 //! let (scaled, logdet) = Dequantize::new(256)?.forward(&pixels, &mut ctx)?;
 //! assert!((logdet.double_value(&[0]) + 3.0 * 256f64.ln()).abs() < 1e-12);
 //! assert!(Dequantize::new(256)?.inverse(&scaled, &mut ctx)?.equal(&pixels));
-//!
-//! let logit = LogitTransform::new(0.05)?;
-//! let (y, _) = logit.forward(&scaled, &mut ctx)?;
-//! let back = logit.inverse(&y, &mut ctx)?;
-//! assert!((back - &scaled).abs().max().double_value(&[]) < 1e-12);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::layer::{Built, Domain, LayerExample, LayerSpec};
 use super::transform::{FlowContext, Transform};
-use crate::linalg::logdet::per_sample_sum;
+use super::LayerConfig;
 use crate::{Error, Result};
-use tch::{Kind, Tensor};
+use serde::{Deserialize, Serialize};
+use tch::{nn::Path, Kind, Tensor};
+
+/// The configuration of a [`Dequantize`] layer (`{ layer = "dequantize", levels = 256 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DequantizeConfig {
+    /// Levels `L` of the discrete data (256 for 8-bit images).
+    pub levels: u32,
+}
+
+impl LayerSpec for DequantizeConfig {
+    fn collection(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn build(&self, _p: &Path, input: &[i64]) -> Result<Built> {
+        Ok((Box::new(Dequantize::new(self.levels)?), input.to_vec()))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let config = LayerConfig::Dequantize(DequantizeConfig { levels: 256 });
+        vec![LayerExample {
+            domain: Domain::Levels(256),
+            ..LayerExample::new("dequantize", config, &[1, 4, 4])
+        }]
+    }
+}
+
+/// `(min, max)` of `x` as `f64`.
+pub(crate) fn value_range(x: &Tensor) -> (f64, f64) {
+    tch::no_grad(|| (x.min().double_value(&[]), x.max().double_value(&[])))
+}
 
 /// The number of entries per sample (`D`).
-fn dims_per_sample(x: &Tensor) -> Result<i64> {
+pub(crate) fn dims_per_sample(x: &Tensor) -> Result<i64> {
     let size = x.size();
     if size.len() < 2 {
         return Err(Error::shape(format!(
@@ -47,11 +69,6 @@ fn dims_per_sample(x: &Tensor) -> Result<i64> {
         )));
     }
     Ok(size[1..].iter().product())
-}
-
-/// `(min, max)` of `x` as `f64`.
-fn value_range(x: &Tensor) -> (f64, f64) {
-    tch::no_grad(|| (x.min().double_value(&[]), x.max().double_value(&[])))
 }
 
 /// Uniform dequantisation of `levels`-level data; see the [module documentation](self).
@@ -130,50 +147,5 @@ impl Transform for Dequantize {
 
     fn inverse(&self, y: &Tensor, _ctx: &mut FlowContext) -> Result<Tensor> {
         Ok(self.quantize(y))
-    }
-}
-
-/// The logit transform `y = logit(alpha + (1 - 2 alpha) x)`; see the [module documentation](self).
-#[derive(Debug, Clone, Copy)]
-pub struct LogitTransform {
-    alpha: f64,
-}
-
-impl LogitTransform {
-    /// The transform with `0 < alpha < 0.5` (1e-6 for MNIST, 0.05 otherwise).
-    pub fn new(alpha: f64) -> Result<Self> {
-        if !(alpha > 0.0 && alpha < 0.5) {
-            return Err(Error::config(format!(
-                "logit alpha must satisfy 0 < alpha < 0.5 (1e-6 for MNIST, 0.05 otherwise), got {alpha}"
-            )));
-        }
-        Ok(LogitTransform { alpha })
-    }
-
-    /// `alpha`.
-    pub fn alpha(&self) -> f64 {
-        self.alpha
-    }
-}
-
-impl Transform for LogitTransform {
-    fn forward(&self, x: &Tensor, _ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
-        dims_per_sample(x)?;
-        let (lo, hi) = value_range(x);
-        if !(lo >= 0.0 && hi <= 1.0) {
-            return Err(Error::config(format!(
-                "the logit transform expects inputs scaled to [0, 1], got values in [{lo}, {hi}]; \
-                 dequantise and scale the images first"
-            )));
-        }
-        let scale = 1.0 - 2.0 * self.alpha;
-        let p = x * scale + self.alpha;
-        let y = p.logit(None::<f64>);
-        let per_entry = y.softplus() + (-&y).softplus() + scale.ln();
-        Ok((y, per_sample_sum(&per_entry)))
-    }
-
-    fn inverse(&self, y: &Tensor, _ctx: &mut FlowContext) -> Result<Tensor> {
-        Ok((y.sigmoid() - self.alpha) / (1.0 - 2.0 * self.alpha))
     }
 }

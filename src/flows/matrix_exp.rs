@@ -23,7 +23,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::flows::layer::{channels, Built, LayerExample, LayerSpec};
 use crate::flows::transform::{FlowContext, Transform};
+use crate::flows::LayerConfig;
 use crate::linalg::batch::trace;
 use crate::linalg::expm::expm;
 use crate::{Error, Result};
@@ -86,6 +88,25 @@ pub struct MatrixExpConfig {
 impl Default for MatrixExpConfig {
     fn default() -> Self {
         MatrixExpConfig { init_scale: 0.1 }
+    }
+}
+
+impl LayerSpec for MatrixExpConfig {
+    fn collection(&self) -> Option<&'static str> {
+        Some("mixing")
+    }
+
+    fn build(&self, p: &Path, input: &[i64]) -> Result<Built> {
+        let c = channels(input, "matrix_exp")?;
+        Ok((Box::new(MatrixExpConv1x1::new(p, c, *self)?), input.to_vec()))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let config = LayerConfig::MatrixExpConv1x1(MatrixExpConfig::default());
+        vec![
+            LayerExample::new("matrix_exp_dense", config.clone(), &[5]),
+            LayerExample::new("matrix_exp_conv", config, &[3, 4, 4]),
+        ]
     }
 }
 

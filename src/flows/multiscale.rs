@@ -36,11 +36,81 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::layer::{build_stack, image_shape, Built, LayerExample, LayerSpec};
 use super::squeeze::{squeeze2d, unsqueeze2d};
 use super::transform::{FlowContext, Transform};
-use crate::nn::ResidualNet;
+use super::{ActNormConfig, IResBlockConfig, LayerConfig};
+use crate::nn::{ActivationKind, ResidualNet, SpectralConfig};
 use crate::{Error, Result};
-use tch::Tensor;
+use serde::{Deserialize, Serialize};
+use tch::{nn::Path, Tensor};
+
+/// The configuration of a [`MultiScale`] stack (`{ layer = "multi_scale", factor_out = true,
+/// levels = [[...], [...]] }`): the layers of each level, which must keep their level's shape.
+/// Level `i`'s parameters live under `scales.<i>` of the enclosing stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultiScaleConfig {
+    /// Factor out half the channels after every squeeze.
+    #[serde(default)]
+    pub factor_out: bool,
+    /// The layers of each level, in order.
+    pub levels: Vec<Vec<LayerConfig>>,
+}
+
+impl LayerSpec for MultiScaleConfig {
+    fn collection(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn build(&self, p: &Path, input: &[i64]) -> Result<Built> {
+        let in_shape = image_shape(input, "multi_scale")?;
+        let shapes = MultiScale::level_shapes(in_shape, self.levels.len(), self.factor_out)?;
+        let levels = shapes
+            .iter()
+            .zip(&self.levels)
+            .enumerate()
+            .map(|(i, (shape, layers))| {
+                let (level, out) = build_stack(&(p / "scales" / i), shape, layers)?;
+                if out != shape {
+                    return Err(Error::config(format!(
+                        "level {i} must keep its shape {shape:?}, but its layers give {out:?}"
+                    )));
+                }
+                Ok(Box::new(level) as Box<dyn Transform>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let stack = MultiScale::new(in_shape, levels, self.factor_out)?;
+        let dims = stack.latent_dims();
+        Ok((Box::new(stack), vec![dims]))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let block = IResBlockConfig {
+            hidden: vec![4, 4],
+            kernels: None,
+            activation: ActivationKind::Lipswish,
+            spectral: SpectralConfig {
+                coeff: 0.9,
+                n_power_iter: 5,
+            },
+            preactivation: true,
+        };
+        let level = vec![
+            LayerConfig::ActNorm(ActNormConfig {}),
+            LayerConfig::IResBlock(block),
+        ];
+        let config = MultiScaleConfig {
+            factor_out: true,
+            levels: vec![level.clone(), level],
+        };
+        vec![LayerExample::new(
+            "multiscale_factor_out",
+            LayerConfig::MultiScale(config),
+            &[2, 4, 4],
+        )]
+    }
+}
 
 /// A stack of levels with squeezes (and optionally factor-out) between them, ending in a flat
 /// latent; see the [module documentation](self).

@@ -21,9 +21,43 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::layer::{Built, LayerExample, LayerSpec};
 use super::transform::{FlowContext, Transform};
+use super::LayerConfig;
 use crate::{Error, Result};
-use tch::Tensor;
+use serde::{Deserialize, Serialize};
+use tch::{nn::Path, Tensor};
+
+/// The configuration of an [`InjectivePad`] (`{ layer = "injective_pad", extra_channels = 13 }`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectivePadConfig {
+    /// Zero channels appended (`k`).
+    pub extra_channels: i64,
+}
+
+impl LayerSpec for InjectivePadConfig {
+    fn collection(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn build(&self, _p: &Path, input: &[i64]) -> Result<Built> {
+        let (&c, rest) = input.split_first().ok_or_else(|| {
+            Error::config("injective padding needs inputs with a channel dimension")
+        })?;
+        let pad = InjectivePad::new(c, self.extra_channels)?;
+        let out = std::iter::once(pad.out_channels()).chain(rest.iter().copied());
+        Ok((Box::new(pad), out.collect()))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let config = LayerConfig::InjectivePad(InjectivePadConfig { extra_channels: 3 });
+        vec![LayerExample {
+            bijective: false,
+            ..LayerExample::new("injective_pad", config, &[2, 4, 4])
+        }]
+    }
+}
 
 /// Default tolerance of the check in [`Transform::inverse`]: padded entries must satisfy
 /// `|p| <= tol * max(1, max|y|)`. Inverting through i-ResNet blocks leaves fixed-point errors of

@@ -20,8 +20,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::flows::layer::{channels, Built, LayerExample, LayerSpec};
 use crate::flows::matrix_exp::{check_channels, over_channels, per_sample_logdet};
 use crate::flows::transform::{FlowContext, Transform};
+use crate::flows::LayerConfig;
 use crate::linalg::rank_one::{rank_one_exp_apply, rank_one_exp_inverse, rank_one_exp_logdet};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,25 @@ impl Default for RankOneExpConfig {
             factors: 4,
             init_scale: 0.3,
         }
+    }
+}
+
+impl LayerSpec for RankOneExpConfig {
+    fn collection(&self) -> Option<&'static str> {
+        Some("mixing")
+    }
+
+    fn build(&self, p: &Path, input: &[i64]) -> Result<Built> {
+        let c = channels(input, "rank_one_exp")?;
+        Ok((Box::new(RankOneExp::new(p, c, *self)?), input.to_vec()))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let config = LayerConfig::RankOneExp(RankOneExpConfig::default());
+        vec![
+            LayerExample::new("rank_one_exp_dense", config.clone(), &[5]),
+            LayerExample::new("rank_one_exp_conv", config, &[3, 4, 4]),
+        ]
     }
 }
 

@@ -21,9 +21,38 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use super::layer::{image_shape, Built, LayerExample, LayerSpec};
 use super::transform::{FlowContext, Transform};
+use super::LayerConfig;
 use crate::{Error, Result};
-use tch::Tensor;
+use serde::{Deserialize, Serialize};
+use tch::{nn::Path, Tensor};
+
+/// The configuration of a [`Squeeze`] (`{ layer = "squeeze" }`): no settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqueezeConfig {}
+
+impl LayerSpec for SqueezeConfig {
+    fn collection(&self) -> Option<&'static str> {
+        None
+    }
+
+    fn build(&self, _p: &Path, input: &[i64]) -> Result<Built> {
+        let [c, h, w] = image_shape(input, "squeeze")?;
+        if h % 2 != 0 || w % 2 != 0 {
+            return Err(Error::config(format!(
+                "squeeze halves height and width, which must be even, got {h}x{w}"
+            )));
+        }
+        Ok((Box::new(Squeeze), vec![4 * c, h / 2, w / 2]))
+    }
+
+    fn examples() -> Vec<LayerExample> {
+        let config = LayerConfig::Squeeze(SqueezeConfig {});
+        vec![LayerExample::new("squeeze", config, &[2, 4, 4])]
+    }
+}
 
 /// Space-to-depth by a factor 2; see the [module documentation](self).
 #[derive(Debug, Clone, Copy, Default)]

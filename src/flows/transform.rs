@@ -47,6 +47,41 @@ impl InverseStats {
     }
 }
 
+/// The fixed-point inversions of one call, item by item (the batch's first dimension): for each
+/// item the most iterations any block needed before the item's own residual fell below 1, and its
+/// largest final residual over the blocks. An item converged when its residual is below 1.
+#[derive(Debug)]
+pub struct ItemStats {
+    /// Iterations per item, `[batch]` (int64).
+    pub iters: Tensor,
+    /// Final relative residual per item, `[batch]` (f64).
+    pub residual: Tensor,
+}
+
+impl ItemStats {
+    /// Folds one block's per-item results into the running maxima.
+    pub fn record(stats: &mut Option<ItemStats>, iters: Tensor, residual: Tensor) {
+        *stats = Some(match stats.take() {
+            None => ItemStats { iters, residual },
+            Some(s) => ItemStats {
+                iters: s.iters.maximum(&iters),
+                residual: s.residual.maximum(&residual),
+            },
+        });
+    }
+
+    /// `(iterations, residual, converged)` per item, on the CPU.
+    pub fn rows(&self) -> Result<Vec<(i64, f64, bool)>> {
+        let iters = Vec::<i64>::try_from(self.iters.to_device(tch::Device::Cpu))?;
+        let residual = Vec::<f64>::try_from(self.residual.to_device(tch::Device::Cpu))?;
+        Ok(iters
+            .into_iter()
+            .zip(residual)
+            .map(|(i, r)| (i, r, r < 1.0))
+            .collect())
+    }
+}
+
 /// Per-call state shared by every transform of a flow: training or evaluation mode, the
 /// log-determinant estimator, the inversion settings, a seeded random source (Russian roulette draws)
 /// and the statistics of the inversions done so far.
@@ -63,6 +98,12 @@ pub struct FlowContext {
     pub rng: StdRng,
     /// Summary of the fixed-point inversions done with this context.
     pub inverse_stats: InverseStats,
+    /// The same, item by item, for the last batch inverted (`None` before any inversion).
+    pub item_stats: Option<ItemStats>,
+    /// Whether `forward` must compute log-determinants; `false` when only the map is needed (an
+    /// invertible feature extractor), and layers whose log-det is costly skip it (returning
+    /// zeros).
+    pub compute_logdet: bool,
 }
 
 impl FlowContext {
@@ -74,6 +115,18 @@ impl FlowContext {
             inverse: FixedPointConfig::default(),
             rng: StdRng::seed_from_u64(seed),
             inverse_stats: InverseStats::default(),
+            item_stats: None,
+            compute_logdet: true,
+        }
+    }
+
+    /// A context for using a flow as a plain invertible map, without log-determinants, in
+    /// training or evaluation mode.
+    pub fn without_logdet(train: bool) -> Self {
+        FlowContext {
+            train,
+            compute_logdet: false,
+            ..Self::eval(LogDetEstimator::Exact, 0)
         }
     }
 
@@ -84,6 +137,72 @@ impl FlowContext {
             ..Self::eval(logdet, seed)
         }
     }
+}
+
+/// How a flow is evaluated (`[eval]` of the flow tasks): the log-det estimator of test
+/// log-likelihoods, the fixed-point inversion, and the temperature of samples.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowEvalConfig {
+    /// The log-det estimator of test log-likelihoods (exact by default; for high dimensions a
+    /// roulette with many exact terms).
+    #[serde(default = "exact")]
+    pub logdet: LogDetEstimator,
+    /// The fixed-point inversion of samples and reconstructions.
+    #[serde(default)]
+    pub inverse: FixedPointConfig,
+    /// Temperature of samples drawn for pictures (the base's standard deviation is scaled by it).
+    #[serde(default = "one")]
+    pub temperature: f64,
+}
+
+fn exact() -> LogDetEstimator {
+    LogDetEstimator::Exact
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for FlowEvalConfig {
+    fn default() -> Self {
+        FlowEvalConfig {
+            logdet: LogDetEstimator::Exact,
+            inverse: FixedPointConfig::default(),
+            temperature: 1.0,
+        }
+    }
+}
+
+impl FlowEvalConfig {
+    /// Checks the estimator and the temperature.
+    pub fn validate(&self) -> Result<()> {
+        self.logdet.validate()?;
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(crate::Error::config(format!(
+                "eval.temperature must be a finite number >= 0, got {}",
+                self.temperature
+            )));
+        }
+        Ok(())
+    }
+
+    /// An evaluation context with this estimator and inversion, seeded with `seed`.
+    pub fn context(&self, seed: u64) -> FlowContext {
+        let mut ctx = FlowContext::eval(self.logdet, seed);
+        ctx.inverse = self.inverse;
+        ctx
+    }
+}
+
+/// The flows' own training settings (`logdet` in `[train]`): the log-det estimator of the
+/// training loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowTrainConfig {
+    /// The log-det estimator used for the training loss.
+    #[serde(default)]
+    pub logdet: LogDetEstimator,
 }
 
 /// An invertible map `y = f(x)` acting on a batch (first dimension), with `ln |det J_f(x)|` per sample.

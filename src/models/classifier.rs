@@ -50,9 +50,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::flows::{ActNorm, FlowContext, IResBlock, InjectivePad, MultiScale, Squeeze, Transform};
-use crate::linalg::logdet::LogDetEstimator;
-use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
+use crate::flows::{
+    build_stack, ActNormConfig, FlowContext, IResBlockConfig, InjectivePad, InjectivePadConfig,
+    LayerConfig, MultiScale, Sequential, SqueezeConfig, Transform,
+};
+use crate::nn::{ActivationKind, ResidualNet, SpectralConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::{BatchNorm, Linear, Module, ModuleT, Path};
@@ -132,72 +134,57 @@ impl ClassifierConfig {
         let [c, h, w] = self.in_shape;
         MultiScale::level_shapes([c + self.pad_channels, h, w], self.stages.len(), false)
     }
+
+    /// The layers of stage `i`: a squeeze (after the first stage), then
+    /// `([actnorm] -> block) x stages[i]`, every block but the very first one starting with its
+    /// activation (the official code's first block sees the raw padded input).
+    pub fn stage_layers(&self, i: usize) -> Vec<LayerConfig> {
+        let squeeze = (i > 0).then_some(LayerConfig::Squeeze(SqueezeConfig {}));
+        let blocks = (0..self.stages[i]).flat_map(|j| {
+            let block = LayerConfig::IResBlock(IResBlockConfig {
+                hidden: vec![self.hidden[i]; self.kernels.len().saturating_sub(1)],
+                kernels: Some(self.kernels.clone()),
+                activation: self.activation,
+                spectral: self.spectral,
+                preactivation: i > 0 || j > 0,
+            });
+            self.actnorm
+                .then_some(LayerConfig::ActNorm(ActNormConfig {}))
+                .into_iter()
+                .chain(std::iter::once(block))
+        });
+        squeeze.into_iter().chain(blocks).collect()
+    }
 }
 
 /// BatchNorm momentum of the head (official `conv_iResNet._make_classifier`).
 pub const HEAD_NORM_MOMENTUM: f64 = 0.9;
 
-/// One layer of the feature map: a cheap bijection (padding, squeeze, ActNorm) whose log-det is not
-/// needed, or an i-ResNet block evaluated without its log-det.
-#[derive(Debug)]
-enum FeatureLayer {
-    Fixed(Box<dyn Transform>),
-    Block(IResBlock),
-}
-
 /// An i-ResNet classifier; see the [module documentation](self).
 #[derive(Debug)]
 pub struct IResNetClassifier {
-    layers: Vec<FeatureLayer>,
+    /// The invertible feature map: padding, then the stages.
+    features: Sequential,
     norm: BatchNorm,
     linear: Linear,
     config: ClassifierConfig,
 }
 
 impl IResNetClassifier {
-    /// Builds the classifier with its parameters under `p`.
+    /// Builds the classifier with its parameters under `p`: the padding, stage `i` under
+    /// `stages.<i>`, and the head under `head`.
     pub fn new(p: &Path, config: &ClassifierConfig) -> Result<Self> {
         config.validate()?;
-        let shapes = config.stage_shapes()?;
-        let mut layers = vec![FeatureLayer::Fixed(Box::new(InjectivePad::new(
-            config.in_shape[0],
-            config.pad_channels,
-        )?))];
-        for (i, ((&shape, &blocks), &hidden)) in shapes
-            .iter()
-            .zip(&config.stages)
-            .zip(&config.hidden)
-            .enumerate()
-        {
-            if i > 0 {
-                layers.push(FeatureLayer::Fixed(Box::new(Squeeze)));
-            }
-            let conv = ConvShape {
-                channels: shape[0],
-                hidden,
-                kernels: config.kernels.clone(),
-                hw: (shape[1], shape[2]),
-            };
-            let sp = p / "stages" / i;
-            for j in 0..blocks {
-                if config.actnorm {
-                    layers.push(FeatureLayer::Fixed(Box::new(ActNorm::new(
-                        &(&sp / "actnorms" / j),
-                        shape[0],
-                    ))));
-                }
-                let preactivation = i > 0 || j > 0;
-                let g = ResidualNet::conv(
-                    &(&sp / "blocks" / j / "g"),
-                    &conv,
-                    config.activation,
-                    config.spectral,
-                    preactivation,
-                )?;
-                layers.push(FeatureLayer::Block(IResBlock::new(g)));
-            }
+        let pad = LayerConfig::InjectivePad(InjectivePadConfig {
+            extra_channels: config.pad_channels,
+        });
+        let (mut features, mut shape) = build_stack(p, &config.in_shape, &[pad])?;
+        for i in 0..config.stages.len() {
+            let (stage, out) = build_stack(&(p / "stages" / i), &shape, &config.stage_layers(i))?;
+            features.push(stage);
+            shape = out;
         }
-        let channels = shapes[shapes.len() - 1][0];
+        let channels = shape[0];
         let norm = tch::nn::batch_norm2d(
             p / "head" / "norm",
             channels,
@@ -213,7 +200,7 @@ impl IResNetClassifier {
             Default::default(),
         );
         Ok(IResNetClassifier {
-            layers,
+            features,
             norm,
             linear,
             config: config.clone(),
@@ -227,13 +214,7 @@ impl IResNetClassifier {
 
     /// The residual functions of all blocks (for Lipschitz diagnostics and spectral refinement).
     pub fn residual_nets(&self) -> Vec<&ResidualNet> {
-        self.layers
-            .iter()
-            .filter_map(|l| match l {
-                FeatureLayer::Block(b) => Some(&b.g),
-                FeatureLayer::Fixed(_) => None,
-            })
-            .collect()
+        self.features.residual_nets()
     }
 
     /// The invertible feature map `f(x)`, shape `[B, 4^(S-1) (C + k), H / 2^(S-1), W / 2^(S-1)]`.
@@ -246,34 +227,15 @@ impl IResNetClassifier {
                 self.config.in_shape
             )));
         }
-        // the fixed layers ignore the estimator; only the mode matters
-        let mut ctx = if train {
-            FlowContext::train(LogDetEstimator::Exact, 0)
-        } else {
-            FlowContext::eval(LogDetEstimator::Exact, 0)
-        };
-        let mut h = x.shallow_clone();
-        for layer in &self.layers {
-            h = match layer {
-                FeatureLayer::Fixed(t) => t.forward(&h, &mut ctx)?.0,
-                FeatureLayer::Block(b) => &h + b.g.forward(&h, train)?,
-            };
-        }
-        Ok(h)
+        let mut ctx = FlowContext::without_logdet(train);
+        Ok(self.features.forward(x, &mut ctx)?.0)
     }
 
     /// `x = f^{-1}(features)`: every layer inverted in reverse order (blocks by the fixed-point
     /// iteration of `ctx.inverse`, whose statistics `ctx` records). Errors when the padded channels
     /// do not come back as zeros, i.e. `features` is not in the image of the feature map.
     pub fn invert_features(&self, features: &Tensor, ctx: &mut FlowContext) -> Result<Tensor> {
-        let mut h = features.shallow_clone();
-        for layer in self.layers.iter().rev() {
-            h = match layer {
-                FeatureLayer::Fixed(t) => t.inverse(&h, ctx)?,
-                FeatureLayer::Block(b) => b.inverse(&h, ctx)?,
-            };
-        }
-        Ok(h)
+        self.features.inverse(features, ctx)
     }
 
     /// Logits `[B, classes]`: features -> BatchNorm (batch statistics in training mode, running ones

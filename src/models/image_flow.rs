@@ -50,12 +50,13 @@
 //! ```
 
 use crate::distributions::BaseKind;
+use crate::flows::layer::optional;
 use crate::flows::{
-    ActNorm, Dequantize, Flow, FlowContext, IResBlock, LogitTransform, MixingLayer, MultiScale,
-    Sequential, Transform,
+    build_stack, ActNormConfig, Dequantize, Flow, FlowContext, IResBlockConfig, LayerConfig,
+    LogitConfig, LogitTransform, MultiScale, MultiScaleConfig, Transform,
 };
 use crate::metrics;
-use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
+use crate::nn::{ActivationKind, ResidualNet, SpectralConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn::Path, Device, Kind, Tensor};
@@ -86,8 +87,10 @@ pub struct ImageFlowConfig {
     pub base: BaseKind,
     /// Levels per entry of the discrete data (256 for 8-bit images).
     pub levels: u32,
-    /// A matrix-exponential layer over channels after every block (SPEC section 2).
-    pub mixing: MixingLayer,
+    /// A layer over channels after every block, e.g. a matrix exponential (SPEC section 2): a
+    /// layer name (`"matrix_exp"`, `"rank_one_exp"`, `"lu_conv1x1"`, `"none"`) or a table.
+    #[serde(with = "optional", skip_serializing_if = "Option::is_none")]
+    pub mixing: Option<LayerConfig>,
 }
 
 impl Default for ImageFlowConfig {
@@ -106,7 +109,7 @@ impl Default for ImageFlowConfig {
             spectral: SpectralConfig::default(),
             base: BaseKind::StandardNormal,
             levels: 256,
-            mixing: MixingLayer::None,
+            mixing: None,
         }
     }
 }
@@ -137,8 +140,52 @@ impl ImageFlowConfig {
         }
         Dequantize::new(self.levels)?;
         self.spectral.validate()?;
+        if self.kernels.is_empty() || self.kernels.iter().any(|k| k % 2 == 0 || *k < 1) {
+            return Err(Error::config(format!(
+                "image flow kernels must be odd sizes (at least one), got {:?}",
+                self.kernels
+            )));
+        }
         MultiScale::level_shapes(self.in_shape, self.scales.len(), self.factor_out)?;
         Ok(())
+    }
+
+    /// The layers of the flow: `[logit] -> multi_scale` whose level `i` is
+    /// `([actnorm] -> block -> [mixing]) x scales[i]` (blocks with the activation first).
+    pub fn layers(&self) -> Vec<LayerConfig> {
+        let block = LayerConfig::IResBlock(IResBlockConfig {
+            hidden: vec![self.hidden; self.kernels.len() - 1],
+            kernels: Some(self.kernels.clone()),
+            activation: self.activation,
+            spectral: self.spectral,
+            preactivation: true,
+        });
+        let one_block: Vec<LayerConfig> = self
+            .actnorm
+            .then_some(LayerConfig::ActNorm(ActNormConfig {}))
+            .into_iter()
+            .chain(std::iter::once(block))
+            .chain(self.mixing.clone())
+            .collect();
+        let levels = self
+            .scales
+            .iter()
+            .map(|&n| {
+                std::iter::repeat_n(one_block.clone(), n)
+                    .flatten()
+                    .collect()
+            })
+            .collect();
+        let logit = self
+            .logit_alpha
+            .map(|alpha| LayerConfig::LogitTransform(LogitConfig { alpha }));
+        logit
+            .into_iter()
+            .chain(std::iter::once(LayerConfig::MultiScale(MultiScaleConfig {
+                factor_out: self.factor_out,
+                levels,
+            })))
+            .collect()
     }
 
     /// `D = C H W`.
@@ -156,61 +203,12 @@ pub struct ImageFlow {
     dequantize: Dequantize,
 }
 
-/// `([ActNorm] -> i-ResNet block) x blocks` on images of shape `shape`, under `p`.
-fn build_scale(
-    p: &Path,
-    shape: [i64; 3],
-    blocks: usize,
-    config: &ImageFlowConfig,
-) -> Result<Sequential> {
-    let conv = ConvShape {
-        channels: shape[0],
-        hidden: config.hidden,
-        kernels: config.kernels.clone(),
-        hw: (shape[1], shape[2]),
-    };
-    let mut scale = Sequential::new();
-    for j in 0..blocks {
-        if config.actnorm {
-            scale.push(ActNorm::new(&(p / "actnorms" / j), shape[0]));
-        }
-        let g = ResidualNet::conv(
-            &(p / "blocks" / j / "g"),
-            &conv,
-            config.activation,
-            config.spectral,
-            true,
-        )?;
-        scale.push(IResBlock::new(g));
-        if let Some(mix) = config.mixing.build(&(p / "mixing" / j), shape[0])? {
-            scale.push_boxed(mix);
-        }
-    }
-    Ok(scale)
-}
-
 impl ImageFlow {
     /// Builds the model with its parameters under `p`.
     pub fn new(p: &Path, config: &ImageFlowConfig) -> Result<Self> {
         config.validate()?;
-        let shapes =
-            MultiScale::level_shapes(config.in_shape, config.scales.len(), config.factor_out)?;
-        let levels = shapes
-            .iter()
-            .zip(&config.scales)
-            .enumerate()
-            .map(|(i, (&shape, &blocks))| {
-                build_scale(&(p / "scales" / i), shape, blocks, config)
-                    .map(|s| Box::new(s) as Box<dyn Transform>)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut transform = Sequential::new();
-        if let Some(alpha) = config.logit_alpha {
-            transform.push(LogitTransform::new(alpha)?);
-        }
-        transform.push(MultiScale::new(config.in_shape, levels, config.factor_out)?);
-        let dims = [config.dims()];
-        let base = config.base.build(&(p / "base"), &dims);
+        let (transform, out) = build_stack(p, &config.in_shape, &config.layers())?;
+        let base = config.base.build(&(p / "base"), &out);
         Ok(ImageFlow {
             flow: Flow::new(transform, base),
             config: config.clone(),

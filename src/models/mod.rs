@@ -1,4 +1,5 @@
-//! Model builders: turn a validated configuration into a flow or classifier whose parameters live in
+//! Model architectures: each turns its configuration (which lives beside it) into a flow or classifier
+//! built from the layer registry ([`crate::flows::build_stack`]), parameters in
 //! a `VarStore`: the vector i-ResNet flow (toys, tabular), the multi-scale image flow and the i-ResNet
 //! classifier.
 pub mod classifier;
@@ -7,4 +8,4 @@ pub mod vector_flow;
 
 pub use classifier::{ClassifierConfig, IResNetClassifier};
 pub use image_flow::{ImageFlow, ImageFlowConfig};
-pub use vector_flow::VectorFlow;
+pub use vector_flow::{VectorFlow, VectorFlowConfig};

@@ -95,33 +95,51 @@ impl ResidualNet {
         spectral: SpectralConfig,
         preactivation: bool,
     ) -> Result<Self> {
-        let ConvShape {
-            channels,
-            hidden,
-            ref kernels,
-            hw,
-        } = *shape;
-        if kernels.is_empty() {
-            return Err(Error::config(
-                "a conv residual net needs at least one kernel size",
-            ));
+        let hidden = vec![shape.hidden; shape.kernels.len().saturating_sub(1)];
+        Self::conv_widths(
+            p,
+            shape.channels,
+            &hidden,
+            &shape.kernels,
+            shape.hw,
+            activation,
+            spectral,
+            preactivation,
+        )
+    }
+
+    /// A conv `g` with one width per hidden layer: `channels -> hidden[0] -> ... -> channels`,
+    /// `kernels.len() = hidden.len() + 1` odd kernel sizes, at spatial size `hw`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_widths(
+        p: &Path,
+        channels: i64,
+        hidden: &[i64],
+        kernels: &[i64],
+        hw: (i64, i64),
+        activation: ActivationKind,
+        spectral: SpectralConfig,
+        preactivation: bool,
+    ) -> Result<Self> {
+        if kernels.is_empty() || kernels.len() != hidden.len() + 1 {
+            return Err(Error::config(format!(
+                "a conv residual net needs one kernel size more than hidden widths, got kernels \
+                 {kernels:?} for hidden {hidden:?}"
+            )));
         }
-        let n = kernels.len();
+        let widths: Vec<i64> = std::iter::once(channels)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(channels))
+            .collect();
         let maps = kernels
             .iter()
             .enumerate()
             .map(|(i, &k)| {
-                let cin = if i == 0 { channels } else { hidden };
-                let cout = if i + 1 == n { channels } else { hidden };
-                (
-                    i,
-                    cin,
-                    cout,
-                    Geometry::Conv {
-                        kernel: k,
-                        in_hw: hw,
-                    },
-                )
+                let geometry = Geometry::Conv {
+                    kernel: k,
+                    in_hw: hw,
+                };
+                (i, widths[i], widths[i + 1], geometry)
             })
             .collect::<Vec<_>>();
         Self::build(p, &maps, activation, spectral, preactivation)

@@ -163,6 +163,15 @@ impl Default for OptimConfig {
 }
 
 impl OptimConfig {
+    /// The configuration for a run of `run_steps` steps: a schedule left without a length
+    /// ([`ScheduleConfig::for_run`]) follows the run's.
+    pub fn for_run(&self, run_steps: u64) -> OptimConfig {
+        OptimConfig {
+            schedule: self.schedule.for_run(run_steps),
+            ..self.clone()
+        }
+    }
+
     /// `kind` with learning rate `lr` and every other option at PyTorch's default.
     pub fn new(kind: OptimKind, lr: f64) -> Self {
         OptimConfig {

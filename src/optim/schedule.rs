@@ -34,8 +34,10 @@ pub enum ScheduleConfig {
         /// Length of the ramp (0 = none).
         #[serde(default)]
         warmup_steps: u64,
-        /// Step at which the cosine reaches `final_mult` (> `warmup_steps`).
-        total_steps: u64,
+        /// Step at which the cosine reaches `final_mult` (> `warmup_steps`); default: the run's
+        /// length ([`ScheduleConfig::for_run`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total_steps: Option<u64>,
         /// Final multiplier, in [0, 1]. Default 0.
         #[serde(default)]
         final_mult: f64,
@@ -77,6 +79,10 @@ impl ScheduleConfig {
                 final_mult,
                 ..
             } => {
+                // unset only before `for_run`; a schedule without a length keeps the base rate
+                let Some(total_steps) = total_steps else {
+                    return 1.0;
+                };
                 let progress = (s as f64 / (total_steps - warmup) as f64).min(1.0);
                 final_mult
                     + (1.0 - final_mult) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
@@ -85,6 +91,35 @@ impl ScheduleConfig {
                 step_size, gamma, ..
             } => gamma.powf((s / step_size) as f64),
         }
+    }
+
+    /// The schedule of a run of `run_steps` steps: a cosine without `total_steps` decays over the
+    /// whole run (or, for a run no longer than its warm-up, just past it).
+    pub fn for_run(&self, run_steps: u64) -> ScheduleConfig {
+        match *self {
+            ScheduleConfig::Cosine {
+                warmup_steps,
+                total_steps: None,
+                final_mult,
+            } => ScheduleConfig::Cosine {
+                warmup_steps,
+                total_steps: Some(run_steps.max(warmup_steps + 1)),
+                final_mult,
+            },
+            ref other => other.clone(),
+        }
+    }
+
+    /// Whether the schedule's length is the run's ([`ScheduleConfig::for_run`]), so that a longer
+    /// run has another schedule.
+    pub fn follows_run_length(&self) -> bool {
+        matches!(
+            self,
+            ScheduleConfig::Cosine {
+                total_steps: None,
+                ..
+            }
+        )
     }
 
     /// Checks the schedule's parameters.
@@ -99,6 +134,7 @@ impl ScheduleConfig {
                 total_steps,
                 final_mult,
             } => {
+                let total_steps = total_steps.unwrap_or(u64::MAX);
                 if total_steps <= warmup_steps {
                     Some(format!(
                         "total_steps = {total_steps} must exceed warmup_steps = {warmup_steps}"
@@ -150,7 +186,7 @@ mod tests {
         // warm-up 2, then cos over 4 steps: (1 + cos(pi s/4))/2 = 1, 0.8535533905932737, 0.5, ...
         let cosine = ScheduleConfig::Cosine {
             warmup_steps: 2,
-            total_steps: 6,
+            total_steps: Some(6),
             final_mult: 0.0,
         };
         let want = [
@@ -169,7 +205,7 @@ mod tests {
         // final_mult lifts the floor: 0.2 + 0.8 * 0.5 at the midpoint
         let floor = ScheduleConfig::Cosine {
             warmup_steps: 0,
-            total_steps: 4,
+            total_steps: Some(4),
             final_mult: 0.2,
         };
         assert!((floor.multiplier(2) - 0.6).abs() < 1e-15);
@@ -182,12 +218,12 @@ mod tests {
             ScheduleConfig::Warmup { warmup_steps: 0 },
             ScheduleConfig::Cosine {
                 warmup_steps: 5,
-                total_steps: 5,
+                total_steps: Some(5),
                 final_mult: 0.0,
             },
             ScheduleConfig::Cosine {
                 warmup_steps: 0,
-                total_steps: 5,
+                total_steps: Some(5),
                 final_mult: 1.5,
             },
             ScheduleConfig::Step {

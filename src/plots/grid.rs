@@ -8,10 +8,11 @@ use tch::{Device, Kind, Tensor};
 use super::raster::{upscale, write_png};
 use crate::{Error, Result};
 
-/// Padding in pixels around and between the images of a grid.
-const PAD: u32 = 2;
+/// Padding in pixels around and between the images of a grid (what
+/// [`crate::data::user_files::read_images`] reads back).
+const PAD: u32 = crate::data::user_files::GRID_PAD;
 /// Grey level of the padding, visible against both black and white images.
-const PAD_GREY: u8 = 128;
+const PAD_GREY: u8 = crate::data::user_files::GRID_PAD_GREY;
 /// Images are upscaled by whole factors until the grid is at least this wide.
 const GRID_MIN_PX: u32 = 256;
 

@@ -1,8 +1,7 @@
 //! The pieces every picture shares: the colour map, value grid to image, nearest-neighbour
 //! upscaling, titled panels, the bundled font and the atomic PNG writer.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use image::{ImageFormat, Rgb, RgbImage};
@@ -124,31 +123,11 @@ pub(crate) fn drawing_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::file(path, format!("cannot draw the picture: {e}"))
 }
 
-/// Writes `img` as a PNG at `path` atomically: to `path` + `.tmp` first, then renamed over `path`,
-/// so a crash never leaves a truncated picture behind.
+/// Writes `img` as a PNG at `path` atomically ([`crate::fs::write_atomic`]): a crash never leaves
+/// a truncated picture behind.
 pub(crate) fn write_png(img: &RgbImage, path: &Path) -> Result<()> {
-    let mut tmp = OsString::from(path.as_os_str());
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let written = img
-        .save_with_format(&tmp, ImageFormat::Png)
-        .map_err(|e| {
-            Error::file(
-                path,
-                format!("cannot write the PNG (does its folder exist and is it writable?): {e}"),
-            )
-        })
-        .and_then(|()| {
-            std::fs::rename(&tmp, path).map_err(|e| {
-                Error::file(
-                    path,
-                    format!("cannot move {} into place: {e}", tmp.display()),
-                )
-            })
-        });
-    if written.is_err() {
-        // Best effort: the temporary file may not even exist; the original error is what matters.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut bytes, ImageFormat::Png)
+        .map_err(|e| Error::file(path, format!("cannot encode the PNG: {e}")))?;
+    crate::fs::write_atomic(path, bytes.get_ref())
 }

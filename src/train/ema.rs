@@ -1,6 +1,7 @@
 //! An exponential moving average of the trainable weights, `theta_ema <- d theta_ema + (1 - d) theta`,
 //! used for evaluation (Polyak averaging; as in Glow and Residual Flows' evaluation).
 
+use super::{Evaluation, Objective, Update};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use tch::{nn::VarStore, Tensor};
@@ -119,5 +120,64 @@ impl Ema {
                 crate::nn::assign(&t, &avg.to_kind(t.kind()).to_device(t.device()));
             }
         }
+    }
+}
+
+/// An [`Objective`] whose weights are averaged: the average is updated after every optimiser
+/// step, evaluations run with the averaged weights in place, and checkpoints keep the averages
+/// (under [`EMA_PREFIX`]). After training, [`Averaged::into_averaged_weights`] leaves the averages
+/// in the model for pictures and the final evaluation.
+pub struct Averaged<O> {
+    pub inner: O,
+    ema: Ema,
+}
+
+impl<O: Objective> Averaged<O> {
+    /// Averages the trainable variables of `vs` with `decay` around `inner`; a resumed run passes
+    /// the checkpoint's tensors to continue its average.
+    pub fn new(
+        inner: O,
+        vs: &VarStore,
+        decay: f64,
+        resumed: Option<&BTreeMap<String, Tensor>>,
+    ) -> Result<Self> {
+        let mut ema = Ema::new(vs, decay);
+        if let Some(tensors) = resumed {
+            ema.load(tensors)?;
+        }
+        Ok(Averaged { inner, ema })
+    }
+
+    /// Puts the averaged weights in place of the live ones (after the last step).
+    pub fn into_averaged_weights(mut self) -> O {
+        self.ema.swap();
+        self.inner
+    }
+}
+
+impl<O: Objective> Objective for Averaged<O> {
+    fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)> {
+        self.inner.loss(step)
+    }
+
+    fn update(&mut self, step: u64, optimizer: &mut crate::optim::Optimizer) -> Result<Update> {
+        self.inner.update(step, optimizer)
+    }
+
+    fn after_step(&mut self, step: u64) -> Result<()> {
+        self.inner.after_step(step)?;
+        self.ema.update();
+        Ok(())
+    }
+
+    fn evaluate(&mut self, step: u64) -> Result<Option<Evaluation>> {
+        let inner = &mut self.inner;
+        self.ema.with_averaged(|| inner.evaluate(step))
+    }
+
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        let mut state = self.inner.extra_state();
+        state.extend(self.ema.state());
+        state
     }
 }

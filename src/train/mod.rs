@@ -1,17 +1,27 @@
-//! The training loop, shared by every trainer: it knows an [`Objective`], not a model.
+//! The training loop, shared by every task: it knows an [`Objective`], not a model.
 //!
 //! Each step: loss -> backward -> optimiser step (with its groups and gradient transforms). The loop
 //! shows a progress bar, appends metrics to `metrics.jsonl`, checkpoints every N steps and at the
 //! end (atomically), stops with a clear error on a non-finite loss while keeping the last good
-//! checkpoint, and on Ctrl-C saves a checkpoint before returning.
+//! checkpoint, and on Ctrl-C saves a checkpoint before returning ([`LoopOutcome::interrupted`]; a
+//! second Ctrl-C exits at once with status 130, leaving the last complete checkpoint as it was).
+//!
+//! Besides the loop: [`checkpoint`] (the file format), [`config`] (the shared `[train]` settings),
+//! [`ema`] (a moving average of the weights) and [`run_dir`] (what a run folder holds, and
+//! starting, resuming or overwriting one).
 
+pub mod checkpoint;
+pub mod config;
 pub mod ema;
+pub mod run_dir;
 
-pub use ema::{Ema, Weights};
+pub use config::{Plan, TrainConfig};
+pub use ema::{Averaged, Ema, Weights};
 
-use crate::checkpoint::{self, CheckpointMeta};
 use crate::optim::Optimizer;
 use crate::{Error, Result};
+use checkpoint::CheckpointMeta;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,11 +44,37 @@ pub struct Evaluation {
     pub score: f64,
 }
 
+/// What one training step did: the loss, extra scalars to log, and the optimiser's report.
+#[derive(Debug)]
+pub struct Update {
+    pub loss: f64,
+    pub metrics: Vec<(String, f64)>,
+    pub report: crate::optim::StepReport,
+}
+
 /// What a trainer optimises.
 pub trait Objective {
     /// The loss of training step `step` (0-based) and extra scalars to log with it. Randomness
     /// should be derived from `step`, so a resumed run draws what the uninterrupted one would.
     fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)>;
+    /// One optimiser update at step `step`. The default takes [`Objective::loss`], refuses a
+    /// non-finite value ([`Error::NonFinite`], before any weight changes), backpropagates it and
+    /// steps the optimiser; objectives with several losses per step override it.
+    fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
+        optimizer.zero_grad();
+        let (loss, metrics) = self.loss(step)?;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            return Err(Error::NonFinite(format!("the loss became {value}")));
+        }
+        loss.f_backward()?;
+        let report = optimizer.step()?;
+        Ok(Update {
+            loss: value,
+            metrics,
+            report,
+        })
+    }
     /// Called after every optimiser step (e.g. to update a moving average of the weights).
     fn after_step(&mut self, _step: u64) -> Result<()> {
         Ok(())
@@ -50,6 +86,24 @@ pub trait Objective {
     /// Extra tensors to keep in checkpoints (e.g. the moving average of the weights).
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         Vec::new()
+    }
+}
+
+impl<O: Objective + ?Sized> Objective for Box<O> {
+    fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)> {
+        (**self).loss(step)
+    }
+    fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
+        (**self).update(step, optimizer)
+    }
+    fn after_step(&mut self, step: u64) -> Result<()> {
+        (**self).after_step(step)
+    }
+    fn evaluate(&mut self, step: u64) -> Result<Option<Evaluation>> {
+        (**self).evaluate(step)
+    }
+    fn extra_state(&self) -> Vec<(String, Tensor)> {
+        (**self).extra_state()
     }
 }
 
@@ -84,9 +138,21 @@ pub struct LoopOutcome {
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
+/// The exit status of a process ended by Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Ctrl-C asks the loop to stop after the current step (with a checkpoint); a second Ctrl-C exits
+/// at once with [`EXIT_INTERRUPTED`]. Checkpoints are written atomically, so exiting in the middle
+/// of a write leaves the last complete checkpoint as it was.
 fn install_interrupt_handler() {
     // A second installation fails harmlessly; the first handler stays.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\ninterrupted twice: exiting without a new checkpoint");
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+        eprintln!("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to quit now)");
+    });
 }
 
 /// Saves the model variables, optimiser state and the objective's extra state after `step` steps
@@ -103,31 +169,28 @@ pub fn save_checkpoint(
     tensors.extend(optimizer.state_tensors());
     tensors.extend(extra);
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let meta = CheckpointMeta {
-        step,
-        config_toml: settings.config_toml.clone(),
-    };
+    let meta = CheckpointMeta::new(step, settings.config_toml.clone());
     checkpoint::save(&settings.out_dir.join(file), &tensors, &meta)
 }
 
-/// Restores model and optimiser from `dir`'s checkpoint; returns the step it was taken at and all
-/// its tensors (for extra state), and drops metrics lines written after it.
+/// Restores model and optimiser from a checkpoint of the run in `dir` (its `tensors`, loaded from
+/// `path`, taken after `step` steps), and drops the metrics lines written after it.
 pub fn resume(
     vs: &VarStore,
     optimizer: &mut Optimizer,
-    dir: &Path,
-) -> Result<(u64, std::collections::BTreeMap<String, Tensor>)> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let (tensors, meta) = checkpoint::load(&path)?;
-    checkpoint::restore_vars(vs, &tensors, &path)?;
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+    step: u64,
+) -> Result<()> {
+    checkpoint::restore_vars(vs, tensors, path)?;
     let optim_state = tensors
         .iter()
         .filter(|(k, _)| k.starts_with("optim."))
         .map(|(k, v)| (k.clone(), v.shallow_clone()))
         .collect();
     optimizer.load_state_tensors(&optim_state)?;
-    truncate_metrics(&dir.join(METRICS_FILE), meta.step)?;
-    Ok((meta.step, tensors))
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    truncate_metrics(&dir.join(METRICS_FILE), step)
 }
 
 /// Keeps only the metrics lines whose step is at most `step`.
@@ -145,7 +208,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    checkpoint::write_atomically(path, kept.as_bytes())
+    crate::fs::write_atomic(path, kept.as_bytes())
 }
 
 fn append_metrics(path: &Path, record: &serde_json::Value) -> Result<()> {
@@ -157,15 +220,40 @@ fn append_metrics(path: &Path, record: &serde_json::Value) -> Result<()> {
     writeln!(file, "{record}").map_err(|e| Error::file(path, e.to_string()))
 }
 
-fn progress_bar(total: u64, start: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_position(start);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ({eta}) {msg}",
-    ) {
-        bar.set_style(style);
+/// One line of `metrics.jsonl`: the step's loss and learning rate, the evaluation when there was
+/// one, the objective's extra scalars, gradient norms when asked for, and `event` when the run
+/// ends early (`interrupted`, `time_budget_spent`).
+fn metrics_record(
+    done: u64,
+    update: &Update,
+    evaluation: Option<&Evaluation>,
+    event: Option<&str>,
+    settings: &LoopSettings,
+    started: Instant,
+) -> serde_json::Value {
+    let mut record = serde_json::json!({
+        "step": done, "loss": update.loss, "lr": update.report.lr,
+        "time_s": started.elapsed().as_secs_f64(),
+    });
+    if let Some(eval) = evaluation {
+        record[SCORE_KEY] = serde_json::json!(eval.score);
+        for (k, v) in &eval.metrics {
+            record[k.as_str()] = serde_json::json!(v);
+        }
     }
-    bar
+    for (k, v) in &update.metrics {
+        record[k.as_str()] = serde_json::json!(v);
+    }
+    if settings.log_grad_stats {
+        record["grad_norm"] = serde_json::json!(update.report.global_grad_norm);
+        for (group, norm) in &update.report.group_grad_norms {
+            record[format!("grad_norm/{group}")] = serde_json::json!(norm);
+        }
+    }
+    if let Some(event) = event {
+        record["event"] = serde_json::json!(event);
+    }
+    record
 }
 
 /// The best evaluation score logged so far in a run folder (for resumed runs).
@@ -195,32 +283,31 @@ pub fn run(
     std::fs::create_dir_all(&settings.out_dir)
         .map_err(|e| Error::file(&settings.out_dir, e.to_string()))?;
     let metrics_path = settings.out_dir.join(METRICS_FILE);
-    let bar = progress_bar(settings.steps, start_step);
+    let bar = crate::progress::bar(settings.steps, start_step, "train");
     let started = Instant::now();
     let mut final_loss = f64::NAN;
     let mut last_saved = start_step;
     let mut best_score = previous_best(&settings.out_dir);
     for step in start_step..settings.steps {
-        optimizer.zero_grad();
-        let (loss, extras) = objective.loss(step)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            bar.abandon();
-            return Err(Error::NonFinite(format!(
-                "the loss became {value} at step {step}; training stopped and the last good checkpoint \
-                 (step {last_saved}) in {} was kept. Try a lower optim.lr, a smaller model.spectral.coeff \
-                 or gradient clipping (optim.global_clip_norm).",
-                settings.out_dir.display()
-            )));
-        }
-        loss.backward();
-        let report = optimizer.step()?;
+        let update = match objective.update(step, optimizer) {
+            Err(Error::NonFinite(what)) => {
+                bar.abandon();
+                return Err(Error::NonFinite(format!(
+                    "{what} at step {step}; training stopped and the last good checkpoint \
+                     (step {last_saved}) in {} was kept. Try a lower optim.lr, a smaller \
+                     model.spectral.coeff or gradient clipping (optim.global_clip_norm).",
+                    settings.out_dir.display()
+                )));
+            }
+            other => other?,
+        };
         objective.after_step(step)?;
-        final_loss = value;
+        final_loss = update.loss;
         let done = step + 1;
         let out_of_time = settings
             .time_budget
             .is_some_and(|budget| started.elapsed() >= budget);
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         let last = done == settings.steps || out_of_time;
         let evaluation = match settings.eval_every {
             Some(every) if done % every == 0 || last => objective.evaluate(done)?,
@@ -233,31 +320,20 @@ pub fn run(
                 save_checkpoint(vs, optimizer, extra, settings, done, BEST_CHECKPOINT_FILE)?;
             }
         }
-        if done % settings.log_every == 0 || last || evaluation.is_some() {
-            let mut record = serde_json::json!({
-                "step": done, "loss": value, "lr": report.lr,
-                "time_s": started.elapsed().as_secs_f64(),
-            });
-            if let Some(eval) = &evaluation {
-                record[SCORE_KEY] = serde_json::json!(eval.score);
-                for (k, v) in &eval.metrics {
-                    record[k.as_str()] = serde_json::json!(v);
-                }
-            }
-            for (k, v) in &extras {
-                record[k.as_str()] = serde_json::json!(v);
-            }
-            if settings.log_grad_stats {
-                record["grad_norm"] = serde_json::json!(report.global_grad_norm);
-                for (group, norm) in &report.group_grad_norms {
-                    record[format!("grad_norm/{group}")] = serde_json::json!(norm);
-                }
-            }
+        let event = if interrupted {
+            Some("interrupted")
+        } else if out_of_time && done < settings.steps {
+            Some("time_budget_spent")
+        } else {
+            None
+        };
+        if done % settings.log_every == 0 || last || evaluation.is_some() || event.is_some() {
+            let record =
+                metrics_record(done, &update, evaluation.as_ref(), event, settings, started);
             append_metrics(&metrics_path, &record)?;
-            bar.set_message(format!("loss {value:.4}"));
+            bar.set_message(format!("loss {:.4}", update.loss));
         }
         bar.inc(1);
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         if done % settings.checkpoint_every == 0 || last || interrupted {
             save_checkpoint(
                 vs,
@@ -270,18 +346,21 @@ pub fn run(
             last_saved = done;
         }
         if interrupted || out_of_time {
-            bar.abandon_with_message(if interrupted {
+            let message = if interrupted {
                 format!("interrupted; checkpoint saved at step {done}")
             } else {
                 format!(
-                    "time budget spent; stopped at step {done} of {} (checkpoint saved)",
+                    "time budget of train.max_minutes spent; stopped at step {done} of {} \
+                     (checkpoint saved; --resume continues)",
                     settings.steps
                 )
-            });
+            };
+            bar.abandon_with_message(message.clone());
+            tracing::warn!("{message}");
             return Ok(LoopOutcome {
                 last_step: done,
                 interrupted,
-                out_of_time: !interrupted,
+                out_of_time: !interrupted && done < settings.steps,
                 final_loss,
                 seconds: started.elapsed().as_secs_f64(),
             });

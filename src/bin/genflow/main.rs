@@ -1,10 +1,15 @@
 //! The `genflow` command line: parse flags, validate them into a configuration, call the library.
+//!
+//! Every failure is one line on stderr and exit status 1; Ctrl-C during training saves a
+//! checkpoint and exits with status 130; output into a closed pipe (`genflow linalg check | head`)
+//! ends quietly.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use genflow::apps;
-use genflow::config::{RunConfig, PRESETS};
-use genflow::train::Weights;
+use genflow::device::ComputeArgs;
+use genflow::tasks::{self, files, JobConfig, Run, TrainOptions};
+use genflow::train::{Weights, EXIT_INTERRUPTED};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -14,39 +19,38 @@ use std::path::PathBuf;
     about = "Invertible neural networks and generative models"
 )]
 struct Cli {
-    /// Device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N (before the subcommand;
-    /// `genflow bench` takes its own).
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice, which honours
-    /// OMP_NUM_THREADS). Small models run fastest with 1.
-    #[arg(long)]
-    threads: Option<i32>,
+    #[command(flatten)]
+    compute: ComputeArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model from a preset or a TOML file.
+    /// Train a model from a preset or a TOML file into a run folder.
     Train {
-        /// A preset name (see `genflow presets`) or a TOML file.
-        #[arg(long)]
-        config: String,
+        /// A preset name (see `genflow presets`) or a TOML file; with --resume, the run's own
+        /// configuration when left out.
+        #[arg(long, required_unless_present = "resume")]
+        config: Option<String>,
         /// The run folder (checkpoint, metrics.jsonl, pictures).
         #[arg(long)]
         out: PathBuf,
         /// Override a config value, e.g. --set data.density=checkerboard (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
-        /// Continue from the checkpoint in --out.
+        /// Continue the run in --out from its checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Start over in a folder that holds a run (its checkpoints, metrics and pictures are
+        /// removed first).
+        #[arg(long, conflicts_with = "resume")]
+        force: bool,
         /// List every parameter with its optimiser group, then exit.
         #[arg(long)]
         print_groups: bool,
     },
-    /// Evaluate a trained run.
+    /// Evaluate a trained run (test likelihood or accuracy, inversion, Lipschitz constants).
     Eval {
         #[arg(long)]
         run: PathBuf,
@@ -56,13 +60,58 @@ enum Command {
         /// Evaluate the weights of the last step instead of their moving average.
         #[arg(long)]
         live_weights: bool,
+        /// Override an evaluation setting, the test-set size or the data folder, e.g.
+        /// --set data.dir=/data (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
-    /// Draw samples from a trained run into a PNG or CSV file.
+    /// Draw samples from a trained run into a PNG, CSV (points), IDX or .safetensors file.
     Sample {
         #[arg(long)]
         run: PathBuf,
-        #[arg(short = 'n', default_value_t = 10_000)]
-        n: i64,
+        /// How many [default: 64 images, 10000 points].
+        #[arg(short = 'n', allow_negative_numbers = true)]
+        n: Option<i64>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the draw [default: the run's seed].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Scales the base distribution's standard deviation [default: the run's eval.temperature].
+        #[arg(long, allow_negative_numbers = true)]
+        temperature: Option<f64>,
+    },
+    /// Per-item log-likelihood (and bits/dim for images) of your data under a trained density.
+    LogProb {
+        #[arg(long)]
+        run: PathBuf,
+        /// Points (.csv) or images (.png, a folder of PNGs, IDX, .safetensors).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// A .csv file: log_prob (and bits_per_dim) per item.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Map your data to the latent space of a trained invertible model (x -> z).
+    Encode {
+        #[arg(long)]
+        run: PathBuf,
+        /// Points (.csv) or images (.png, a folder of PNGs, IDX, .safetensors).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Latents: .csv or .safetensors (tensor `z`).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Map latents back to data with the fixed-point inverse (z -> x), reporting its convergence.
+    Decode {
+        #[arg(long)]
+        run: PathBuf,
+        /// Latents: .csv or .safetensors (tensor `z`).
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Points (.csv, with per-item convergence columns) or images (.png, IDX, or
+        /// .safetensors with per-item convergence tensors).
         #[arg(long)]
         out: PathBuf,
     },
@@ -111,41 +160,72 @@ enum DataCommand {
 }
 
 fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
         .init();
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    let code = match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) if is_closed_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            1
+        }
+    };
+    std::process::exit(code);
 }
 
-fn run(cli: Cli) -> Result<()> {
-    if let Some(n) = cli.threads {
-        anyhow::ensure!(n >= 1, "--threads must be at least 1, got {n}");
-        tch::set_num_threads(n);
-    }
+/// Whether `e` is a write into a closed pipe (the reader went away: not an error of ours).
+fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A message folded onto one line.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Prints `text` and a newline to stdout, passing a closed pipe on as an error.
+fn emit(text: impl std::fmt::Display) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs the command; the exit status on success (130 after Ctrl-C).
+fn run(cli: Cli) -> Result<i32> {
+    cli.compute.apply_threads()?;
+    let compute = &cli.compute;
     match cli.command {
         Command::Data {
             command: DataCommand::Install { dataset, dir, from },
         } => {
             let dir = dir.unwrap_or_else(genflow::data::default_data_dir);
             let report = genflow::data::install(dataset, &dir, from.as_deref())?;
-            println!("{dataset} ready in {}", report.folder.display());
+            emit(format_args!(
+                "{dataset} ready in {}",
+                report.folder.display()
+            ))?;
         }
         Command::Linalg {
             command: LinalgCommand::Check { n, seed },
         } => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&genflow::linalg::check::identity_report(n, seed)?)?
-            );
+            let report = genflow::linalg::check::identity_report(n, seed)?;
+            emit(serde_json::to_string_pretty(&report)?)?;
         }
-        Command::Bench(args) => genflow::bench::cli::run_cli(&args)?,
+        Command::Bench(args) => genflow::bench::cli::run_cli(&args, compute)?,
         Command::Presets => {
-            for p in PRESETS {
-                println!("{:<28} {}", p.name, p.summary);
+            for p in genflow::config::PRESETS {
+                emit(format_args!("{:<34} {}", p.name, p.summary))?;
             }
         }
         Command::Train {
@@ -153,29 +233,30 @@ fn run(cli: Cli) -> Result<()> {
             out,
             overrides,
             resume,
+            force,
             print_groups,
         } => {
-            let cfg = RunConfig::resolve(&config, &overrides)?;
-            let device = genflow::device::select(&cli.device)?;
+            let job = config
+                .as_deref()
+                .map(|c| JobConfig::resolve(c, &overrides))
+                .transpose()?;
+            let options = TrainOptions {
+                force,
+                device: compute.device()?,
+            };
             if print_groups {
-                let vs = genflow::apps::model_store(&cfg, device)?;
-                let optimizer = genflow::optim::Optimizer::new(&vs, &cfg.optim)?;
-                for a in optimizer.assignments() {
-                    let state = if a.frozen { "frozen" } else { "trained" };
-                    println!(
-                        "{:<40} {:<14} group {:<16} lr_mult {:<6} wd {:<8} {state} [{}]",
-                        a.name,
-                        format!("{:?}", a.shape),
-                        a.group,
-                        a.lr_mult,
-                        a.weight_decay,
-                        a.transforms.join(", ")
-                    );
-                }
-                return Ok(());
+                let job = job.ok_or_else(|| anyhow::anyhow!("--print-groups needs --config"))?;
+                return list_groups(&job, &options).map(|()| 0);
             }
-            tracing::info!("training {config} on {device:?} into {}", out.display());
-            let outcome = apps::train(&cfg, &out, resume, device)?;
+            tracing::info!("training into {}", out.display());
+            let outcome = match (resume, &job) {
+                (true, job) => tasks::resume(&out, job.as_ref(), &overrides, &options)?,
+                (false, Some(job)) => tasks::train(job, &out, &options)?,
+                (false, None) => anyhow::bail!("train needs --config (or --resume)"),
+            };
+            if outcome.interrupted {
+                return Ok(EXIT_INTERRUPTED);
+            }
             tracing::info!(
                 "done: step {} loss {:.4} in {:.1}s; pictures in {}",
                 outcome.last_step,
@@ -188,23 +269,102 @@ fn run(cli: Cli) -> Result<()> {
             run,
             json,
             live_weights,
+            overrides,
         } => {
             let weights = if live_weights {
                 Weights::Live
             } else {
                 Weights::Averaged
             };
-            let report = apps::evaluate(&run, genflow::device::select(&cli.device)?, weights)?;
+            let run = Run::open_with(&run, compute.device_or_auto()?, weights, &overrides)?;
+            let report = run.evaluate()?;
             if json {
-                println!("{report}");
+                emit(report)?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(serde_json::to_string_pretty(&report)?)?;
             }
         }
-        Command::Sample { run, n, out } => {
-            apps::sample(&run, n, &out, genflow::device::select(&cli.device)?)?;
-            println!("wrote {n} samples to {}", out.display());
+        Command::Sample {
+            run,
+            n,
+            out,
+            seed,
+            temperature,
+        } => {
+            let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            let samples = run.sample(n, seed, temperature)?;
+            files::write_items(run.data_kind(), &out, &samples, None)?;
+            emit(format_args!(
+                "wrote {} samples to {}",
+                samples.size()[0],
+                out.display()
+            ))?;
         }
+        Command::LogProb { run, input, out } => {
+            let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            let x = files::read_items(run.data_kind(), &input)?;
+            let values = run.log_prob(&x)?;
+            files::write_log_prob(&out, &values)?;
+            let mean = values.log_prob.iter().sum::<f64>() / values.log_prob.len() as f64;
+            emit(format_args!(
+                "wrote log p of {} items to {} (mean {mean:.6} nats)",
+                values.log_prob.len(),
+                out.display()
+            ))?;
+        }
+        Command::Encode { run, input, out } => {
+            let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            let x = files::read_items(run.data_kind(), &input)?;
+            let z = run.encode(&x)?;
+            files::write_latents(&out, &z)?;
+            emit(format_args!(
+                "encoded {} items to {}",
+                z.size()[0],
+                out.display()
+            ))?;
+        }
+        Command::Decode { run, input, out } => {
+            let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            let z = files::read_latents(&run.latent_shape()?, &input)?;
+            let (x, items) = run.decode(&z)?;
+            files::write_items(run.data_kind(), &out, &x, Some(&items))?;
+            let failed: Vec<usize> = (0..items.len()).filter(|&i| !items[i].converged).collect();
+            let most = items.iter().map(|c| c.iterations).max().unwrap_or(0);
+            let worst = items.iter().map(|c| c.residual).fold(0.0, f64::max);
+            emit(format_args!(
+                "decoded {} items to {}: {} converged (at most {most} iterations, largest residual {worst:.3})",
+                items.len(),
+                out.display(),
+                items.len() - failed.len()
+            ))?;
+            if !failed.is_empty() {
+                tracing::warn!(
+                    "{} items did not converge (first: {:?}); raise eval.inverse.max_iter with --set on the run or check Lip(g) with `genflow eval`",
+                    failed.len(),
+                    &failed[..failed.len().min(10)]
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `train --print-groups`: every parameter of the job's model with its optimiser group.
+fn list_groups(job: &JobConfig, options: &TrainOptions) -> Result<()> {
+    let device = options.device.unwrap_or(tch::Device::Cpu);
+    let task = job.task.build(&job.run, device)?;
+    let optimizer = genflow::optim::Optimizer::new(task.vars(), &job.run.optim.for_run(1))?;
+    for a in optimizer.assignments() {
+        let state = if a.frozen { "frozen" } else { "trained" };
+        emit(format_args!(
+            "{:<40} {:<14} group {:<16} lr_mult {:<6} wd {:<8} {state} [{}]",
+            a.name,
+            format!("{:?}", a.shape),
+            a.group,
+            a.lr_mult,
+            a.weight_decay,
+            a.transforms.join(", ")
+        ))?;
     }
     Ok(())
 }

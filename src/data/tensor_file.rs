@@ -1,0 +1,111 @@
+//! Named tensors in one `.safetensors` file (the format of Hugging Face's `safetensors`; PyTorch's
+//! `safetensors.torch.load_file` reads what [`save`] writes), with string metadata. Checkpoints,
+//! encoded latents and image tensors all use it.
+//!
+//! ```
+//! use genflow::data::tensor_file;
+//! use tch::Tensor;
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("z.safetensors");
+//! let z = Tensor::from_slice(&[1.5f32, -2.0]).reshape([1, 2]);
+//! tensor_file::save(&path, &[("z".to_string(), z.shallow_clone())], Default::default())?;
+//! let (tensors, _meta) = tensor_file::load(&path)?;
+//! assert!(tensors["z"].equal(&z));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+fn dtype_of(kind: Kind, name: &str) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        other => {
+            return Err(Error::config(format!(
+                "cannot store tensor {name} of kind {other:?} (f32, f64, i64, i32, u8 or bool)"
+            )))
+        }
+    })
+}
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+/// Saves named tensors (copied to the CPU) and `metadata` to `path`, atomically.
+pub fn save(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    mut metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut buffers = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut bytes = vec![0u8; t.kind().elt_size_in_bytes() * numel];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        buffers.push((name.clone(), dtype_of(t.kind(), name)?, shape, bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::file(path, format!("cannot encode tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    metadata
+        .entry("format".into())
+        .or_insert_with(|| "pt".into());
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::file(path, format!("cannot serialise the tensors: {e}")))?;
+    crate::fs::write_atomic(path, &bytes)
+}
+
+/// Loads every tensor of a `.safetensors` file (on the CPU) and its metadata; a truncated or
+/// foreign file is an error naming it.
+pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the file: {e}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::file(
+            path,
+            format!("not a safetensors file, or corrupt or truncated: {e}"),
+        )
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::file(
+            path,
+            format!("not a safetensors file, or corrupt or truncated: {e}"),
+        )
+    })?;
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            Error::file(
+                path,
+                format!("tensor {name} has unsupported dtype {:?}", view.dtype()),
+            )
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+    }
+    Ok((tensors, metadata.metadata().clone().unwrap_or_default()))
+}

@@ -1,0 +1,376 @@
+//! Training a job into a run folder (new, forced over an old run, or resumed), and opening a
+//! trained run to evaluate it, sample from it or use it on new data.
+
+use super::{
+    certify_for_evaluation, DataKind, ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
+};
+use crate::config::ConfigDocument;
+use crate::optim::Optimizer;
+use crate::train::checkpoint::{self, CheckpointMeta};
+use crate::train::{self, run_dir, Averaged, LoopOutcome, LoopSettings, Weights, CHECKPOINT_FILE};
+use crate::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// Where and how a job trains.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Start over in a folder that holds a run, removing what that run wrote.
+    pub force: bool,
+    /// The device; `None`: the job's `device` setting, else CUDA when present.
+    pub device: Option<Device>,
+}
+
+/// Keys a resumed or evaluated run may change without becoming another run (dotted prefixes).
+const RESUME_MAY_CHANGE: &[&str] = &[
+    "device",
+    "train.max_minutes",
+    "train.checkpoint_every",
+    "train.log_every",
+    "data.dir",
+];
+/// Keys an evaluation may change besides those.
+const EVAL_MAY_CHANGE: &[&str] = &["eval", "data.test_size"];
+
+/// Trains `job` from scratch into `out_dir`. A folder that already holds a run is refused unless
+/// `options.force` ([`run_dir::prepare_new`]).
+pub fn train(job: &JobConfig, out_dir: &Path, options: &TrainOptions) -> Result<LoopOutcome> {
+    run_dir::prepare_new(out_dir, options.force, job.task.outputs())?;
+    run_training(job, out_dir, None, options)
+}
+
+/// Continues the run in `out_dir` from its checkpoint. The job is the run's own configuration
+/// with `overrides` applied, or `job` when given; either may differ from the run's only in keys
+/// that do not change what is computed (the time budget, logging and checkpoint cadence, the
+/// device, the data folder). A finished run is refused.
+pub fn resume(
+    out_dir: &Path,
+    job: Option<&JobConfig>,
+    overrides: &[String],
+    options: &TrainOptions,
+) -> Result<LoopOutcome> {
+    let path = out_dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Err(Error::file(
+            out_dir,
+            "holds no checkpoint to resume; start a new run without --resume",
+        ));
+    }
+    let (tensors, meta) = checkpoint::load(&path)?;
+    let stored = JobConfig::from_checkpoint(&meta, &path.display().to_string())?;
+    let job = match job {
+        Some(job) => job.clone(),
+        None => with_overrides(&stored, &path, overrides)?,
+    };
+    let mut may_change = RESUME_MAY_CHANGE.to_vec();
+    if lengthens(&stored, &job)? {
+        may_change.extend(["train.steps", "train.epochs"]);
+    }
+    check_same_run(&stored, &job, &may_change, "--resume")?;
+    run_training(&job, out_dir, Some((tensors, meta, path)), options)
+}
+
+/// Whether `job` trains the `stored` run for longer (more steps or epochs, nothing else about
+/// its length changed); refused when the learning-rate schedule follows the run's length, since
+/// the steps already taken followed the shorter schedule.
+fn lengthens(stored: &JobConfig, job: &JobConfig) -> Result<bool> {
+    let (was, now) = (&stored.run.train, &job.run.train);
+    let longer = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => b >= a,
+        (a, b) => a == b,
+    };
+    let changed = was.steps != now.steps || was.epochs != now.epochs;
+    if !changed || !longer(was.steps, now.steps) || !longer(was.epochs, now.epochs) {
+        return Ok(false);
+    }
+    if job.run.optim.schedule.follows_run_length() {
+        return Err(Error::config(
+            "--resume: a longer run would change the learning-rate schedule, which follows the \
+             run's length (the steps taken so far decayed over the shorter one); start a new run, \
+             or set optim.schedule.total_steps explicitly in runs you mean to extend",
+        ));
+    }
+    Ok(true)
+}
+
+/// `job`'s stored document with `overrides` applied.
+fn with_overrides(stored: &JobConfig, path: &Path, overrides: &[String]) -> Result<JobConfig> {
+    if overrides.is_empty() {
+        return Ok(stored.clone());
+    }
+    let doc = ConfigDocument::parse(&path.display().to_string(), &stored.to_toml()?)?
+        .with_overrides(overrides)?;
+    JobConfig::from_document(&doc)
+}
+
+/// The device of a job: the option, else the job's setting, else CUDA when present.
+fn device_of(job: &JobConfig, option: Option<Device>) -> Result<Device> {
+    match option {
+        Some(d) => Ok(d),
+        None => crate::device::select(job.run.device.as_deref().unwrap_or("auto")),
+    }
+}
+
+type Stored = (BTreeMap<String, Tensor>, CheckpointMeta, PathBuf);
+
+fn run_training(
+    job: &JobConfig,
+    out_dir: &Path,
+    stored: Option<Stored>,
+    options: &TrainOptions,
+) -> Result<LoopOutcome> {
+    let device = device_of(job, options.device)?;
+    tch::manual_seed(job.run.seed as i64);
+    let task = job.task.build(&job.run, device)?;
+    let vs = task.vars();
+    let training = task.training(&job.run)?;
+    let plan = training.plan;
+    let mut optimizer = Optimizer::new(vs, &job.run.optim.for_run(plan.steps))?;
+    let start = match &stored {
+        Some((tensors, meta, path)) => {
+            if meta.step >= plan.steps {
+                return Err(Error::file(
+                    out_dir,
+                    format!(
+                        "the run already finished all {} steps; nothing to resume (start a new run \
+                         to train longer)",
+                        plan.steps
+                    ),
+                ));
+            }
+            train::resume(vs, &mut optimizer, tensors, path, meta.step)?;
+            meta.step
+        }
+        None => 0,
+    };
+    let config_toml = job.to_toml()?;
+    crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
+    let settings = LoopSettings {
+        steps: plan.steps,
+        checkpoint_every: job.run.train.checkpoint_every,
+        log_every: job.run.train.log_every,
+        out_dir: out_dir.to_path_buf(),
+        config_toml,
+        log_grad_stats: job.run.optim.log_grad_stats,
+        eval_every: plan.eval_every,
+        time_budget: job
+            .run
+            .train
+            .max_minutes
+            .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+    };
+    let mut objective = training.objective;
+    let outcome = match job.run.train.ema_decay {
+        Some(decay) => {
+            let resumed = stored.as_ref().map(|(tensors, _, _)| tensors);
+            let mut averaged = Averaged::new(objective, vs, decay, resumed)?;
+            let outcome = train::run(vs, &mut optimizer, &mut averaged, &settings, start)?;
+            averaged.into_averaged_weights();
+            outcome
+        }
+        None => train::run(vs, &mut optimizer, &mut objective, &settings, start)?,
+    };
+    if !outcome.interrupted {
+        task.write_pictures(&job.run, out_dir)?;
+    }
+    Ok(outcome)
+}
+
+/// Refuses `job` when it differs from the run's `stored` configuration outside `may_change`,
+/// naming the first key that differs.
+fn check_same_run(
+    stored: &JobConfig,
+    job: &JobConfig,
+    may_change: &[&str],
+    what: &str,
+) -> Result<()> {
+    let parse = |j: &JobConfig| -> Result<toml::Table> {
+        toml::from_str(&j.to_toml()?).map_err(|e| Error::config(e.to_string()))
+    };
+    match first_difference(&parse(stored)?, &parse(job)?, "", may_change) {
+        None => Ok(()),
+        Some((key, was, now)) => Err(Error::config(format!(
+            "{what}: the configuration differs from the run's at {key} (run: {was}, now: {now}); \
+             continue with the run's own configuration, or start a new run in another folder"
+        ))),
+    }
+}
+
+/// The first dotted key (outside `may_change`) whose values differ, with both values.
+fn first_difference(
+    a: &toml::Table,
+    b: &toml::Table,
+    prefix: &str,
+    may_change: &[&str],
+) -> Option<(String, String, String)> {
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    for key in keys {
+        let dotted = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        if may_change
+            .iter()
+            .any(|m| dotted == *m || dotted.starts_with(&format!("{m}.")))
+        {
+            continue;
+        }
+        match (a.get(key), b.get(key)) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                if let Some(d) = first_difference(x, y, &dotted, may_change) {
+                    return Some(d);
+                }
+            }
+            (x, y) if x != y => {
+                let show =
+                    |v: Option<&toml::Value>| v.map_or("unset".to_string(), |v| v.to_string());
+                return Some((dotted, show(x), show(y)));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A trained run, opened once: its configuration, the model with the checkpoint's weights
+/// (certified for evaluation), and the step it was saved at.
+pub struct Run {
+    pub dir: PathBuf,
+    pub job: JobConfig,
+    /// Optimiser steps taken when the checkpoint was written.
+    pub step: u64,
+    task: Box<dyn Task>,
+}
+
+impl Run {
+    /// Opens the run in `dir` on `device` with its averaged weights when it kept them (or the live
+    /// ones: `weights`).
+    pub fn open(dir: &Path, device: Device, weights: Weights) -> Result<Self> {
+        Self::open_with(dir, device, weights, &[])
+    }
+
+    /// [`Run::open`] with `overrides` of the evaluation settings, the test-set size or the data
+    /// folder (`eval.*`, `data.test_size`, `data.dir`); other keys would make another model and
+    /// are refused.
+    pub fn open_with(
+        dir: &Path,
+        device: Device,
+        weights: Weights,
+        overrides: &[String],
+    ) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::file(
+                dir,
+                "run folder not found (train one with `genflow train --out DIR`)",
+            ));
+        }
+        let path = dir.join(CHECKPOINT_FILE);
+        let (tensors, meta) = checkpoint::load(&path)?;
+        let stored = JobConfig::from_checkpoint(&meta, &path.display().to_string())?;
+        let job = with_overrides(&stored, &path, overrides)?;
+        let may_change: Vec<&str> = RESUME_MAY_CHANGE
+            .iter()
+            .chain(EVAL_MAY_CHANGE)
+            .copied()
+            .collect();
+        check_same_run(&stored, &job, &may_change, "--set")?;
+        tch::manual_seed(job.run.seed as i64);
+        let task = job.task.build(&job.run, device)?;
+        checkpoint::restore_vars(task.vars(), &tensors, &path)?;
+        crate::train::Ema::load_into_weights(task.vars(), &tensors, weights);
+        certify_for_evaluation(&task.residual_nets());
+        Ok(Run {
+            dir: dir.to_path_buf(),
+            job,
+            step: meta.step,
+            task,
+        })
+    }
+
+    /// The task behind the run.
+    pub fn task(&self) -> &dyn Task {
+        self.task.as_ref()
+    }
+
+    /// The data the model reads and writes.
+    pub fn data_kind(&self) -> DataKind {
+        self.task.data_kind()
+    }
+
+    /// The evaluation report (`genflow eval --json`).
+    pub fn evaluate(&self) -> Result<serde_json::Value> {
+        self.task.evaluate(&self.job.run)
+    }
+
+    /// `n` samples in data space (`genflow sample`; `None`: the task's default count) from `seed`
+    /// (default: the run's) at `temperature` (default: the run's `eval.temperature`).
+    pub fn sample(
+        &self,
+        n: Option<i64>,
+        seed: Option<u64>,
+        temperature: Option<f64>,
+    ) -> Result<Tensor> {
+        let n = n.unwrap_or_else(|| self.task.default_sample_count());
+        if n < 1 {
+            return Err(Error::config(format!(
+                "the number of samples must be at least 1, got {n}"
+            )));
+        }
+        if let Some(t) = temperature {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(Error::config(format!(
+                    "the temperature must be a finite number >= 0, got {t}"
+                )));
+            }
+        }
+        let options = SampleOptions {
+            n,
+            seed,
+            temperature,
+        };
+        self.task.sample(&self.job.run, &options)
+    }
+
+    /// `log p(x)` per item of data-space `x` (density models only).
+    pub fn log_prob(&self, x: &Tensor) -> Result<LogProb> {
+        self.task
+            .density()
+            .ok_or_else(|| self.cannot(&"log-prob", &"a density"))?
+            .log_prob(x)
+    }
+
+    /// `z = f(x)` per item of data-space `x` (invertible models only).
+    pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        self.task
+            .invertible()
+            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
+            .encode(x)
+    }
+
+    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item.
+    pub fn decode(&self, z: &Tensor) -> Result<(Tensor, Vec<ItemConvergence>)> {
+        self.task
+            .invertible()
+            .ok_or_else(|| self.cannot(&"decode", &"an invertible map"))?
+            .decode(z)
+    }
+
+    /// The per-item shape of latents (invertible models only).
+    pub fn latent_shape(&self) -> Result<Vec<i64>> {
+        Ok(self
+            .task
+            .invertible()
+            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
+            .latent_shape())
+    }
+
+    fn cannot(&self, what: &dyn std::fmt::Display, needs: &dyn std::fmt::Display) -> Error {
+        Error::config(format!(
+            "{what} needs {needs}; the {} model of {} is not one",
+            self.job.task.name(),
+            self.dir.display()
+        ))
+    }
+}
