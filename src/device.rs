@@ -75,8 +75,12 @@ impl ComputeArgs {
         select(self.device.as_deref().unwrap_or("auto"))
     }
 
-    /// Checks `--threads` and applies it to libtorch.
-    pub fn apply_threads(&self) -> Result<()> {
+    /// Checks both flags (the device's name, not yet its presence) and applies `--threads` to
+    /// libtorch.
+    pub fn apply(&self) -> Result<()> {
+        if let Some(name) = &self.device {
+            parse(name)?;
+        }
         if let Some(n) = self.threads {
             if !(1..=MAX_THREADS).contains(&n) {
                 return Err(Error::config(format!(

@@ -1,6 +1,8 @@
 //! The image jobs end to end on a synthetic digits file the test writes itself: density training
 //! with resume and evaluation, sampling, and classifier training.
-use std::io::Write;
+mod common;
+
+use common::write_digits;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -19,29 +21,6 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// 1530 rows of 8x8 "digits" (levels 0-16): 1500 train, 30 test; images are bright where
-/// `(row + col + label) % 3 == 0`.
-fn write_digits(dir: &Path) {
-    std::fs::create_dir_all(dir.join("digits")).unwrap();
-    let file = std::fs::File::create(dir.join("digits/digits.csv.gz")).unwrap();
-    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::fast());
-    for i in 0..1530usize {
-        let label = i % 10;
-        let pixels: Vec<String> = (0..64)
-            .map(|p| {
-                if (p / 8 + p % 8 + label) % 3 == 0 {
-                    "16"
-                } else {
-                    "1"
-                }
-                .to_string()
-            })
-            .collect();
-        writeln!(gz, "{},{label}", pixels.join(",")).unwrap();
-    }
-    gz.finish().unwrap();
 }
 
 #[test]

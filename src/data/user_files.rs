@@ -16,15 +16,11 @@
 //! ```
 
 use super::{idx, tensor_file};
+use crate::plots::{GRID_PAD, GRID_PAD_GREY};
 use crate::{Error, Result};
 use image::{DynamicImage, GenericImageView};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
-
-/// Padding in pixels around and between the images of a grid PNG.
-pub const GRID_PAD: u32 = 2;
-/// Grey level of a grid's padding (and of its unused cells).
-pub const GRID_PAD_GREY: u8 = 128;
 
 /// The file formats of image data, by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

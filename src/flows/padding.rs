@@ -59,7 +59,7 @@ impl LayerSpec for InjectivePadConfig {
     }
 }
 
-/// Default tolerance of the check in [`Transform::inverse`]: padded entries must satisfy
+/// Tolerance of the check in [`Transform::inverse`]: padded entries must satisfy
 /// `|p| <= tol * max(1, max|y|)`. Inverting through i-ResNet blocks leaves fixed-point errors of
 /// the order of the inversion's `atol`/`rtol` (1e-5); 1e-3 leaves room for those.
 pub const PAD_TOLERANCE: f64 = 1e-3;
@@ -69,7 +69,6 @@ pub const PAD_TOLERANCE: f64 = 1e-3;
 pub struct InjectivePad {
     channels: i64,
     extra: i64,
-    tolerance: f64,
 }
 
 impl InjectivePad {
@@ -80,16 +79,7 @@ impl InjectivePad {
                 "injective padding needs channels >= 1 and extra >= 0, got {channels} and {extra}"
             )));
         }
-        Ok(InjectivePad {
-            channels,
-            extra,
-            tolerance: PAD_TOLERANCE,
-        })
-    }
-
-    /// The same padding with another tolerance for the check of [`Transform::inverse`].
-    pub fn with_tolerance(self, tolerance: f64) -> Self {
-        InjectivePad { tolerance, ..self }
+        Ok(InjectivePad { channels, extra })
     }
 
     /// Channels after padding, `C + k`.
@@ -133,11 +123,11 @@ impl Transform for InjectivePad {
             };
             (pad_max, y.abs().max().double_value(&[]).max(1.0))
         });
-        if pad_max.is_nan() || pad_max > self.tolerance * scale {
+        if pad_max.is_nan() || pad_max > PAD_TOLERANCE * scale {
             return Err(Error::shape(format!(
                 "the padded channels of the input to the inverse padding are not zero (max |.| = \
                  {pad_max:e}, tolerance {:e}): it is not the image of an injective padding",
-                self.tolerance * scale
+                PAD_TOLERANCE * scale
             )));
         }
         Ok(y.narrow(1, 0, self.channels))

@@ -321,8 +321,3 @@ pub fn estimate(
         Backend::Vjp => weighted_power_traces(vjp, &v, &coefficients),
     }
 }
-
-/// `true` when every element of `t` is finite.
-pub fn all_finite(t: &Tensor) -> bool {
-    t.isfinite().all().int64_value(&[]) == 1
-}

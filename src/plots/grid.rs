@@ -8,11 +8,11 @@ use tch::{Device, Kind, Tensor};
 use super::raster::{upscale, write_png};
 use crate::{Error, Result};
 
-/// Padding in pixels around and between the images of a grid (what
-/// [`crate::data::user_files::read_images`] reads back).
-const PAD: u32 = crate::data::user_files::GRID_PAD;
-/// Grey level of the padding, visible against both black and white images.
-const PAD_GREY: u8 = crate::data::user_files::GRID_PAD_GREY;
+/// Padding in pixels around and between the images of a grid (`crate::data::user_files` reads
+/// grids back by it).
+pub const GRID_PAD: u32 = 2;
+/// Grey level of the padding (and of unused cells), visible against both black and white images.
+pub const GRID_PAD_GREY: u8 = 128;
 /// Images are upscaled by whole factors until the grid is at least this wide.
 const GRID_MIN_PX: u32 = 256;
 
@@ -58,12 +58,15 @@ pub fn save_image_grid(images: &Tensor, nrow: usize, path: &Path) -> Result<()> 
     let (n, h, w) = (n as usize, h as u32, w as u32);
     let cols = nrow.min(n) as u32;
     let rows = n.div_ceil(nrow) as u32;
-    let factor = (GRID_MIN_PX.saturating_sub(PAD * (cols + 1)))
+    let factor = (GRID_MIN_PX.saturating_sub(GRID_PAD * (cols + 1)))
         .div_ceil(cols * w)
         .max(1);
-    let (cell_w, cell_h) = (w * factor + PAD, h * factor + PAD);
-    let mut grid =
-        RgbImage::from_pixel(cols * cell_w + PAD, rows * cell_h + PAD, Rgb([PAD_GREY; 3]));
+    let (cell_w, cell_h) = (w * factor + GRID_PAD, h * factor + GRID_PAD);
+    let mut grid = RgbImage::from_pixel(
+        cols * cell_w + GRID_PAD,
+        rows * cell_h + GRID_PAD,
+        Rgb([GRID_PAD_GREY; 3]),
+    );
     for (i, pixels) in bytes.chunks_exact((h * w * 3) as usize).enumerate() {
         let img = RgbImage::from_raw(w, h, pixels.to_vec()).ok_or_else(|| {
             Error::shape(format!(
@@ -72,7 +75,7 @@ pub fn save_image_grid(images: &Tensor, nrow: usize, path: &Path) -> Result<()> 
             ))
         })?;
         let (col, row) = (i as u32 % cols, i as u32 / cols);
-        let (x, y) = (PAD + col * cell_w, PAD + row * cell_h);
+        let (x, y) = (GRID_PAD + col * cell_w, GRID_PAD + row * cell_h);
         image::imageops::replace(
             &mut grid,
             &upscale(&img, factor),

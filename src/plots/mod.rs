@@ -29,4 +29,4 @@ mod raster;
 
 pub use curves::{save_curves, Series, SERIES_COLOURS};
 pub use density::{save_density_comparison, save_scatter_histogram};
-pub use grid::save_image_grid;
+pub use grid::{save_image_grid, GRID_PAD, GRID_PAD_GREY};

@@ -146,6 +146,12 @@ fn run_training(
     };
     let config_toml = job.to_toml()?;
     crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
+    tracing::info!(
+        "training {} for {} steps (from step {start}) into {} on {device:?}",
+        job.task.name(),
+        plan.steps,
+        out_dir.display()
+    );
     let settings = LoopSettings {
         steps: plan.steps,
         checkpoint_every: job.run.train.checkpoint_every,

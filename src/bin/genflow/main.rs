@@ -203,7 +203,7 @@ fn emit(text: impl std::fmt::Display) -> Result<()> {
 
 /// Runs the command; the exit status on success (130 after Ctrl-C).
 fn run(cli: Cli) -> Result<i32> {
-    cli.compute.apply_threads()?;
+    cli.compute.apply()?;
     let compute = &cli.compute;
     match cli.command {
         Command::Data {
@@ -248,7 +248,6 @@ fn run(cli: Cli) -> Result<i32> {
                 let job = job.ok_or_else(|| anyhow::anyhow!("--print-groups needs --config"))?;
                 return list_groups(&job, &options).map(|()| 0);
             }
-            tracing::info!("training into {}", out.display());
             let outcome = match (resume, &job) {
                 (true, job) => tasks::resume(&out, job.as_ref(), &overrides, &options)?,
                 (false, Some(job)) => tasks::train(job, &out, &options)?,
