@@ -9,16 +9,20 @@
 //!
 //! * [`frechet`]: the Frechet distance of Heusel et al. (2017) by a symmetric eigen formulation that
 //!   stays right for rank-deficient covariances, with reusable [`FeatureStats`];
+//! * [`kid`]: the kernel inception distance of Binkowski et al. (2018), unbiased `MMD^2` with the
+//!   cubic polynomial kernel on random subsets;
 //!
 //! None of them panics on bad input: wrong shapes, too few samples and NaN or infinite values are
 //! one-line [`Error`]s naming the metric, the argument and the fix.
 
 pub mod frechet;
+pub mod kid;
 
 pub use frechet::{
     frechet_distance, frechet_distance_from_stats, sqrtm_psd, trace_sqrt_product, FeatureStats,
     FrechetReport,
 };
+pub use kid::{kid, mmd2_unbiased, KidOptions, KidReport};
 
 use tch::{Kind, Tensor};
 
