@@ -11,18 +11,22 @@
 //!   stays right for rank-deficient covariances, with reusable [`FeatureStats`];
 //! * [`kid`]: the kernel inception distance of Binkowski et al. (2018), unbiased `MMD^2` with the
 //!   cubic polynomial kernel on random subsets;
+//! * [`precision_recall`]: precision and recall with `k`-nearest-neighbour manifolds of
+//!   Kynkaanniemi et al. (2019), `k = 3`;
 //!
 //! None of them panics on bad input: wrong shapes, too few samples and NaN or infinite values are
 //! one-line [`Error`]s naming the metric, the argument and the fix.
 
 pub mod frechet;
 pub mod kid;
+pub mod precision_recall;
 
 pub use frechet::{
     frechet_distance, frechet_distance_from_stats, sqrtm_psd, trace_sqrt_product, FeatureStats,
     FrechetReport,
 };
 pub use kid::{kid, mmd2_unbiased, KidOptions, KidReport};
+pub use precision_recall::{precision_recall, precision_recall_k, PrecisionRecall};
 
 use tch::{Kind, Tensor};
 
