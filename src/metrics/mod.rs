@@ -13,6 +13,8 @@
 //!   cubic polynomial kernel on random subsets;
 //! * [`precision_recall`]: precision and recall with `k`-nearest-neighbour manifolds of
 //!   Kynkaanniemi et al. (2019), `k = 3`;
+//! * [`toy_modes`]: modes covered and share of high-quality samples on `8gaussians`;
+//! * [`reconstruction`]: per-item reconstruction MSE and label agreement.
 //!
 //! None of them panics on bad input: wrong shapes, too few samples and NaN or infinite values are
 //! one-line [`Error`]s naming the metric, the argument and the fix.
@@ -20,6 +22,8 @@
 pub mod frechet;
 pub mod kid;
 pub mod precision_recall;
+pub mod reconstruction;
+pub mod toy_modes;
 
 pub use frechet::{
     frechet_distance, frechet_distance_from_stats, sqrtm_psd, trace_sqrt_product, FeatureStats,
@@ -27,6 +31,8 @@ pub use frechet::{
 };
 pub use kid::{kid, mmd2_unbiased, KidOptions, KidReport};
 pub use precision_recall::{precision_recall, precision_recall_k, PrecisionRecall};
+pub use reconstruction::{label_agreement, reconstruction_mse, ReconstructionMse};
+pub use toy_modes::{eight_gaussians_modes, ToyModes};
 
 use tch::{Kind, Tensor};
 
