@@ -166,6 +166,16 @@ fn eight_gaussian_centres() -> [Point; 8] {
     ]
 }
 
+/// The standard deviation of each coordinate of one `8gaussians` component, `0.5 / 1.414`
+/// (SPEC section 7).
+pub const EIGHT_GAUSSIANS_SIGMA: f64 = GAUSSIAN_SIGMA;
+
+/// The 8 component means `c_k / 1.414` of `8gaussians` (radius `4 / 1.414 = 2.8289`), in the
+/// reference order of the angles 0, 180, 90, 270, 45, -45, 135, -135 degrees.
+pub fn eight_gaussians_means() -> [[f64; 2]; 8] {
+    eight_gaussian_centres().map(|c| [c[0] / DIAGONAL, c[1] / DIAGONAL])
+}
+
 /// A standard normal draw.
 fn normal(rng: &mut StdRng) -> f64 {
     rng.sample(StandardNormal)
