@@ -16,9 +16,9 @@ const LAYERS: &[&[&str]] = &[
     &["train"],
     &["models"],
     &["flows"],
-    &["distributions", "nn"],
+    &["distributions", "nn", "metrics"],
     &["data"],
-    &["plots", "metrics", "optim"],
+    &["plots", "optim"],
     &["linalg", "device", "fs", "progress", "seeds", "error"],
 ];
 
