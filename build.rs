@@ -70,22 +70,22 @@ fn nccl_includes(torch_root: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     let find = |rel: &str| roots.iter().find(|r| r.join(rel).is_file()).cloned();
-    let cccl = |r: &PathBuf| r.join("cccl");
     let runtime = find("cuda_runtime.h").ok_or("cuda_runtime.h")?;
     let crt = find("crt/host_config.h").ok_or("crt/host_config.h (pip: nvidia-cuda-crt)")?;
-    let nv = roots
+    // CCCL (libcu++'s nv/target, cuda/std): in the include folder itself or its cccl/ subfolder.
+    let cccl = roots
         .iter()
-        .find_map(|r| {
-            [r.clone(), cccl(r)]
-                .into_iter()
-                .find(|d| d.join("nv/target").is_file())
-        })
+        .flat_map(|r| [r.clone(), r.join("cccl")])
+        .find(|d| d.join("nv/target").is_file())
         .ok_or("nv/target (pip: nvidia-cuda-cccl)")?;
     let nccl = site.join("nvidia").join("nccl").join("include");
     if !nccl.join("nccl.h").is_file() {
         return Err("nccl.h (pip: nvidia-nccl)".into());
     }
-    let mut dirs = vec![runtime, crt, nv, nccl];
+    let mut dirs = vec![runtime, crt, cccl.clone(), nccl];
+    if cccl.join("cccl").is_dir() {
+        dirs.push(cccl.join("cccl"));
+    }
     dirs.dedup();
     Ok(dirs)
 }

@@ -633,3 +633,38 @@ fn the_environment_is_read_like_torchrun_sets_it() {
         assert!(err.contains("no NCCL backend"), "{err}");
     }
 }
+
+#[test]
+fn a_group_of_one_runs_every_collective() {
+    let port = genflow::distributed::launch::free_port().unwrap();
+    let pg = ProcessGroup::new(
+        0,
+        1,
+        "127.0.0.1",
+        port,
+        Backend::Gloo,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(pg.is_main());
+    let mut ts = contributions(0.0);
+    let before: Vec<Vec<f64>> = ts.iter().map(values).collect();
+    pg.all_reduce(&mut ts, ReduceOp::Sum).unwrap();
+    pg.broadcast(&mut ts, 0).unwrap();
+    assert_eq!(ts.iter().map(values).collect::<Vec<_>>(), before);
+    let all = pg.all_gather(&ts[0]).unwrap();
+    assert_eq!((all.len(), values(&all[0])), (1, before[0].clone()));
+    pg.barrier().unwrap();
+    pg.check_same("configuration", b"x").unwrap();
+    // A CPU group refuses CUDA-only and unsupported inputs with a clear message, and goes on.
+    let mut b = [Tensor::from_slice(&[true, false])];
+    let err = pg
+        .all_reduce(&mut b, ReduceOp::Sum)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dtype Bool, which Gloo cannot reduce"),
+        "{err}"
+    );
+    pg.barrier().unwrap();
+}

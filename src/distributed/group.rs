@@ -287,7 +287,7 @@ impl ProcessGroup {
         };
         made.map_err(|e| {
             Error::distributed(format!(
-                "rank {} could not connect the {} backend to its peers: {}",
+                "rank {} could not start the {} backend: {}",
                 cfg.rank,
                 cfg.backend.name(),
                 e.msg

@@ -5,12 +5,13 @@
 //! group with [`ProcessGroup::from_env`](super::ProcessGroup::from_env). Their output is forwarded
 //! line by line, prefixed with `[rank R] `. When a rank exits with an error or is killed, the
 //! others get [`LaunchOptions::grace`] to stop by themselves (their collectives fail and name the
-//! rank), then SIGTERM, then SIGKILL; the report names the rank that failed first and how.
+//! rank), then SIGTERM, then SIGKILL; the report names the rank that failed first and how. Ranks
+//! get SIGTERM when the launcher itself dies.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -240,6 +241,15 @@ pub fn launch_local_with(opts: &LaunchOptions) -> Result<LaunchReport> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+        // which is async-signal-safe: the rank gets SIGTERM if the launcher dies, so no rank
+        // outlives a killed launcher.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
             // The ranks share the cores (torchrun sets 1; an even share keeps CPU runs fast).
             cmd.env("OMP_NUM_THREADS", &omp);

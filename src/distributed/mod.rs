@@ -24,32 +24,40 @@
 //!
 //! # Example
 //!
-//! One data-parallel step on each rank (run it under `torchrun`, or as the program given to
-//! [`launch::launch_local`]):
+//! One data-parallel step. Under `torchrun`, a cluster launcher or [`launch::launch_local`] the
+//! environment describes the group; run alone (as this doc test does), it is a group of one.
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
-//! use genflow::distributed::{ProcessGroup, ReduceOp};
-//! use genflow::tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+//! use genflow::distributed::{launch::free_port, Backend, GroupConfig, ProcessGroup, ReduceOp};
+//! use genflow::tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
 //!
 //! # fn main() -> genflow::Result<()> {
-//! let pg = ProcessGroup::from_env(Duration::from_secs(300))?;
+//! let timeout = Duration::from_secs(300);
+//! let pg = match GroupConfig::from_env_if_set()? {
+//!     Some(mut cfg) => {
+//!         cfg.timeout = timeout;
+//!         ProcessGroup::with_config(&cfg)?
+//!     }
+//!     None => ProcessGroup::new(0, 1, "127.0.0.1", free_port()?, Backend::Gloo, timeout)?,
+//! };
 //! let vs = nn::VarStore::new(Device::Cpu);
 //! let layer = nn::linear(vs.root() / "fc", 4, 1, Default::default());
 //! pg.broadcast_store(&vs)?; // every rank starts from rank 0's parameters
-//! pg.check_same("configuration", b"lr=0.1 batch=64")?;
+//! pg.check_same("configuration", b"lr = 0.1, batch = 64")?; // or refuse to start
 //! let mut opt = nn::Sgd::default().build(&vs, 0.1)?;
 //! // This rank's shard of the global batch.
 //! let x = Tensor::randn([32, 4], (Kind::Float, Device::Cpu));
+//! let loss = layer.forward(&x).square().mean(Kind::Float);
 //! opt.zero_grad();
-//! x.apply(&layer).pow_tensor_scalar(2).mean(Kind::Float).backward();
+//! loss.backward();
 //! pg.average_gradients(&vs)?; // the gradient of the global batch, on every rank
 //! opt.step();
-//! // Metrics: the mean over the ranks.
-//! let mut loss = [x.apply(&layer).pow_tensor_scalar(2).mean(Kind::Float).detach()];
-//! pg.all_reduce(&mut loss, ReduceOp::Average)?;
+//! // A metric: the mean over the ranks.
+//! let mut metric = [loss.detach()];
+//! pg.all_reduce(&mut metric, ReduceOp::Average)?;
 //! if pg.is_main() {
-//!     println!("loss {}", loss[0].double_value(&[]));
+//!     println!("loss {:.4} over {} ranks", metric[0].double_value(&[]), pg.world_size());
 //! }
 //! # Ok(())
 //! # }
