@@ -170,6 +170,11 @@ fn worker_collectives() {
 
     pg.barrier().unwrap();
     pg.check_same("configuration", b"lr = 0.1").unwrap();
+    let sums = pg
+        .all_reduce_scalars(&[1.5 + r as f64, 64.0], ReduceOp::Sum)
+        .unwrap();
+    assert_eq!(sums, vec![4.0, 128.0]);
+    assert!(format!("{pg:?}").contains("rank: "), "{pg:?}");
     record(&format!("rank{r}"), "ok");
 }
 
@@ -510,8 +515,7 @@ fn a_rank_that_never_joins_is_named_at_the_rendezvous() {
         Backend::Gloo,
         Duration::from_secs(2),
     )
-    .err()
-    .expect("rank 1 never comes")
+    .expect_err("rank 1 never comes")
     .to_string();
     eprintln!("{err}");
     assert!(

@@ -634,6 +634,17 @@ impl ProcessGroup {
         self.collective("barrier", |g, err| unsafe { ffi::gf_barrier(g, err) })
     }
 
+    /// Reduces a few numbers (e.g. a loss sum and a sample count for logging) across the ranks, in
+    /// f64, in one collective.
+    pub fn all_reduce_scalars(&self, values: &[f64], op: ReduceOp) -> Result<Vec<f64>> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut t = [Tensor::f_from_slice(values)?.f_to_device(self.device())?];
+        self.all_reduce(&mut t, op)?;
+        Ok(Vec::<f64>::try_from(t[0].f_to_device(Device::Cpu)?)?)
+    }
+
     /// The store's variables, sorted by name (the same order on every rank).
     fn sorted_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
         let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -750,6 +761,22 @@ impl ProcessGroup {
             detail.join(", "),
             hex(&hashes[0])
         )))
+    }
+}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.cfg.rank)
+            .field("world_size", &self.cfg.world_size)
+            .field("local_rank", &self.cfg.local_rank)
+            .field("backend", &self.cfg.backend)
+            .field(
+                "master",
+                &format!("{}:{}", self.cfg.master_addr, self.cfg.master_port),
+            )
+            .field("timeout", &self.cfg.timeout)
+            .finish_non_exhaustive()
     }
 }
 

@@ -8,7 +8,7 @@
 //! [`barrier`](ProcessGroup::barrier), plus [`average_gradients`](ProcessGroup::average_gradients)
 //! and [`broadcast_store`](ProcessGroup::broadcast_store) for a `VarStore`, and
 //! [`check_same`](ProcessGroup::check_same) to refuse runs whose ranks disagree (e.g. on their
-//! configuration).
+//! configuration), and [`all_reduce_scalars`](ProcessGroup::all_reduce_scalars) for metrics.
 //!
 //! The environment is the one `torchrun` and cluster launchers set: `RANK`, `WORLD_SIZE`,
 //! `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT` ([`GroupConfig::from_env`]).
@@ -21,6 +21,18 @@
 //! behind), e.g. `all_reduce (collective #7) failed on rank 0: rank 1 (pid 4242 on node3)
 //! stopped: no heartbeat for over 1.6 s (its process died or its machine is unreachable); c10d:
 //! ... Connection closed by peer`.
+//!
+//! # Backends and networks
+//!
+//! - **Gloo** (CPU tensors) is always built. Its connections go over the interface of this host's
+//!   name (else loopback), as in PyTorch; `GLOO_SOCKET_IFNAME=eth0` (comma-separated names)
+//!   chooses the interfaces on machines with several networks.
+//! - **NCCL** (CUDA tensors; rank `r` uses device `cuda:LOCAL_RANK`) is compiled when the build
+//!   finds CUDA's crt and CCCL headers next to the wheel, which `scripts/with-libtorch` installs
+//!   when it sees a GPU or `GENFLOW_NCCL=1` is set ([`Backend::is_available`]); NCCL's own
+//!   variables (`NCCL_SOCKET_IFNAME`, `NCCL_DEBUG`, ...) apply.
+//! - The store's host is `MASTER_ADDR:MASTER_PORT`, hosted by rank 0 (by torchrun's agent when
+//!   `TORCHELASTIC_USE_AGENT_STORE=True`); all ranks must reach it.
 //!
 //! # Example
 //!
