@@ -149,14 +149,12 @@ fn main() {
     }
     shim.compile("genflow_c10d");
 
-    if let Some(lib) = &lib {
-        println!("cargo:rustc-link-search=native={lib}");
-    }
+    // torch-sys links these too; naming them here keeps them after the shim on the link line.
+    // (torch-sys's search path reaches every dependent; cc adds the C++ runtime.)
     if nccl.is_some() {
         println!("cargo:rustc-link-lib=dylib=torch_cuda");
         println!("cargo:rustc-link-lib=dylib=c10_cuda");
     }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
-    println!("cargo:rustc-link-lib=dylib=stdc++");
 }
