@@ -18,11 +18,11 @@ int gf_has_nccl(void) {
   return 1;
 }
 
-int gf_group_new_nccl(gf_store* store, int rank, int world_size, int64_t timeout_ms, int device,
-                      gf_group** out, char** err) {
+int gf_group_new_nccl(gf_store* store, const char* prefix, int rank, int world_size, int64_t timeout_ms,
+                      int device, gf_group** out, char** err) {
   int rc = guarded(err, GF_EINVAL, [&] {
-    if (store == nullptr || out == nullptr) {
-      throw InvalidArgument("null store or output");
+    if (store == nullptr || prefix == nullptr || out == nullptr) {
+      throw InvalidArgument("null store, prefix or output");
     }
     if (world_size < 1 || rank < 0 || rank >= world_size || timeout_ms <= 0) {
       throw InvalidArgument("rank " + std::to_string(rank) + ", world size " + std::to_string(world_size) +
@@ -39,7 +39,7 @@ int gf_group_new_nccl(gf_store* store, int rank, int world_size, int64_t timeout
     auto timeout = std::chrono::milliseconds(timeout_ms);
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("genflow/nccl/", store->store);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), store->store);
     auto pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(prefixed, rank, world_size, opts);
     // Binds the group to this rank's device, so that its communicator is created there at once
     // and barriers run there.

@@ -294,11 +294,11 @@ int gf_store_add(gf_store* store, const char* key, int64_t delta, int64_t* resul
   });
 }
 
-int gf_group_new_gloo(gf_store* store, int rank, int world_size, int64_t timeout_ms, const char* ifnames,
-                      gf_group** out, char** err) {
+int gf_group_new_gloo(gf_store* store, const char* prefix, int rank, int world_size, int64_t timeout_ms,
+                      const char* ifnames, gf_group** out, char** err) {
   int rc = guarded(err, GF_EINVAL, [&] {
-    if (store == nullptr || out == nullptr) {
-      throw InvalidArgument("null store or output");
+    if (store == nullptr || prefix == nullptr || out == nullptr) {
+      throw InvalidArgument("null store, prefix or output");
     }
     check_group_args(rank, world_size, timeout_ms);
   });
@@ -323,7 +323,7 @@ int gf_group_new_gloo(gf_store* store, int rank, int world_size, int64_t timeout
     if (opts->devices.empty()) {
       opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     }
-    auto prefixed = c10::make_intrusive<c10d::PrefixStore>("genflow/gloo/", store->store);
+    auto prefixed = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), store->store);
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world_size, opts);
     *out = make_group(pg, rank, world_size, timeout, -1);
   });
@@ -334,7 +334,7 @@ int gf_has_nccl(void) {
   return 0;
 }
 
-int gf_group_new_nccl(gf_store*, int, int, int64_t, int, gf_group** out, char** err) {
+int gf_group_new_nccl(gf_store*, const char*, int, int, int64_t, int, gf_group** out, char** err) {
   if (out != nullptr) {
     *out = nullptr;
   }

@@ -59,15 +59,15 @@ int gf_store_get(gf_store* store, const char* key, uint8_t** value, size_t* len,
 int gf_store_check(gf_store* store, const char* key, int* exists, char** err);
 int gf_store_add(gf_store* store, const char* key, int64_t delta, int64_t* result, char** err);
 
-// A Gloo process group over the store (its keys live under a prefix of their own).
-// `ifnames`: comma-separated network interfaces (GLOO_SOCKET_IFNAME); null or empty: the default
-// device (this host's name, else loopback).
-int gf_group_new_gloo(gf_store* store, int rank, int world_size, int64_t timeout_ms,
+// A Gloo process group over the store; its keys live under `prefix` (a different one for each
+// group or launch attempt sharing the store). `ifnames`: comma-separated network interfaces
+// (GLOO_SOCKET_IFNAME); null or empty: the default device (this host's name, else loopback).
+int gf_group_new_gloo(gf_store* store, const char* prefix, int rank, int world_size, int64_t timeout_ms,
                       const char* ifnames, gf_group** out, char** err);
-// An NCCL process group (GF_EUNSUPPORTED when not compiled); `device` is the CUDA device index
-// this rank uses (its barrier runs there).
-int gf_group_new_nccl(gf_store* store, int rank, int world_size, int64_t timeout_ms, int device,
-                      gf_group** out, char** err);
+// An NCCL process group (GF_EUNSUPPORTED when not compiled), keys under `prefix`; `device` is the
+// CUDA device index this rank uses (its barrier runs there).
+int gf_group_new_nccl(gf_store* store, const char* prefix, int rank, int world_size, int64_t timeout_ms,
+                      int device, gf_group** out, char** err);
 // Shuts the group down (aborting outstanding work first when `abort` != 0) and frees it.
 void gf_group_free(gf_group* group, int abort);
 

@@ -593,10 +593,15 @@ fn the_environment_is_read_like_torchrun_sets_it() {
         ("MASTER_ADDR", "127.0.0.1"),
         ("MASTER_PORT", "1234"),
         ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+        ("TORCHELASTIC_RESTART_COUNT", "2"),
     ]))
     .unwrap()
     .unwrap();
-    assert_eq!((no_local.local_rank, no_local.agent_store), (1, true));
+    assert_eq!(
+        (no_local.local_rank, no_local.agent_store, no_local.attempt),
+        (1, true, 2)
+    );
+    assert_eq!(cfg.attempt, 0);
     let cases: [(&'static [(&'static str, &'static str)], &str); 5] = [
         (
             &[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")],
@@ -671,4 +676,40 @@ fn a_group_of_one_runs_every_collective() {
         "{err}"
     );
     pg.barrier().unwrap();
+}
+
+/// torchrun's agent keeps its store across restarts: each attempt's keys are separate, and a rank
+/// joining twice in one attempt is refused.
+#[test]
+fn restarts_under_an_agent_store_use_fresh_keys() {
+    let port = genflow::distributed::launch::free_port().unwrap();
+    let timeout = Duration::from_secs(10);
+    // Plays the agent: hosts the store (as rank 0 of a group of one, attempt 0).
+    let agent = ProcessGroup::new(0, 1, "127.0.0.1", port, Backend::Gloo, timeout).unwrap();
+    let worker = |attempt: u32| {
+        ProcessGroup::with_config(&GroupConfig {
+            rank: 0,
+            world_size: 1,
+            local_rank: 0,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+            backend: Backend::Gloo,
+            timeout,
+            agent_store: true,
+            attempt,
+        })
+    };
+    let first = worker(1).unwrap();
+    let mut t = [Tensor::from_slice(&[2.0f64])];
+    first.all_reduce(&mut t, ReduceOp::Sum).unwrap();
+    drop(first);
+    let err = worker(1).unwrap_err().to_string();
+    assert!(
+        err.contains("two processes joined the group") && err.contains("as rank 0"),
+        "{err}"
+    );
+    let second = worker(2).unwrap();
+    second.barrier().unwrap();
+    drop(second);
+    drop(agent);
 }

@@ -78,6 +78,7 @@ extern "C" {
 
     pub fn gf_group_new_gloo(
         store: *mut RawStore,
+        prefix: *const c_char,
         rank: c_int,
         world_size: c_int,
         timeout_ms: i64,
@@ -87,6 +88,7 @@ extern "C" {
     ) -> c_int;
     pub fn gf_group_new_nccl(
         store: *mut RawStore,
+        prefix: *const c_char,
         rank: c_int,
         world_size: c_int,
         timeout_ms: i64,

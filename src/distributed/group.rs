@@ -35,6 +35,7 @@ pub struct ProcessGroup {
     store: Store,
     heartbeat: Option<Heartbeat>,
     cfg: GroupConfig,
+    keys: Keys,
     /// "pid P on host H" of every rank, from the rendezvous.
     peers: Vec<String>,
     entered: Arc<AtomicU64>,
@@ -47,16 +48,39 @@ pub struct ProcessGroup {
 // c10d's backends accept calls from any thread.
 unsafe impl Send for ProcessGroup {}
 
-fn key_join(rank: usize) -> String {
-    format!("genflow/join/{rank}")
+/// The store keys of one group: under `genflow/<attempt>/`, so that a launcher's restarts (which
+/// keep its store) do not meet the keys of earlier attempts.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
 }
-fn key_hb(rank: usize) -> String {
-    format!("genflow/hb/{rank}")
+
+impl Keys {
+    fn new(attempt: u32) -> Keys {
+        Keys {
+            prefix: format!("genflow/{attempt}/"),
+        }
+    }
+    fn claim(&self, rank: usize) -> String {
+        format!("{}claim/{rank}", self.prefix)
+    }
+    fn join(&self, rank: usize) -> String {
+        format!("{}join/{rank}", self.prefix)
+    }
+    fn hb(&self, rank: usize) -> String {
+        format!("{}hb/{rank}", self.prefix)
+    }
+    fn state(&self, rank: usize) -> String {
+        format!("{}state/{rank}", self.prefix)
+    }
+    fn exited(&self) -> String {
+        format!("{}exited", self.prefix)
+    }
+    /// The prefix of the backend's own keys.
+    fn backend(&self, backend: Backend) -> String {
+        format!("{}{}/", self.prefix, backend.name())
+    }
 }
-fn key_state(rank: usize) -> String {
-    format!("genflow/state/{rank}")
-}
-const KEY_EXITED: &str = "genflow/exited";
 
 fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -87,13 +111,12 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(store: Store, rank: usize, entered: Arc<AtomicU64>) -> Heartbeat {
+    fn start(store: Store, rank: usize, key: String, entered: Arc<AtomicU64>) -> Heartbeat {
         let (stop_tx, stop_rx) = mpsc::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("genflow-heartbeat-{rank}"))
             .spawn(move || {
-                let key = key_hb(rank);
                 let mut beat: u64 = 1;
                 loop {
                     beat += 1;
@@ -172,6 +195,7 @@ impl ProcessGroup {
             backend,
             timeout,
             agent_store: false,
+            attempt: 0,
         })
     }
 
@@ -220,9 +244,8 @@ impl ProcessGroup {
                 cfg.rank, e.msg
             ))
         };
-        let claims = store
-            .add(&format!("genflow/claim/{}", cfg.rank), 1)
-            .map_err(store_err)?;
+        let keys = Keys::new(cfg.attempt);
+        let claims = store.add(&keys.claim(cfg.rank), 1).map_err(store_err)?;
         if claims > 1 {
             return Err(Error::distributed(format!(
                 "two processes joined the group at {where_} as rank {}: give every process its own RANK",
@@ -237,16 +260,17 @@ impl ProcessGroup {
             hostname()
         );
         let entered = Arc::new(AtomicU64::new(0));
-        store.set(&key_hb(cfg.rank), b"1 0").map_err(store_err)?;
+        store.set(&keys.hb(cfg.rank), b"1 0").map_err(store_err)?;
         store
-            .set(&key_join(cfg.rank), me.as_bytes())
+            .set(&keys.join(cfg.rank), me.as_bytes())
             .map_err(store_err)?;
         let heartbeat = store
             .try_clone()
             .ok()
-            .map(|s| Heartbeat::start(s, cfg.rank, entered.clone()));
+            .map(|s| Heartbeat::start(s, cfg.rank, keys.hb(cfg.rank), entered.clone()));
 
-        let peers = Self::rendezvous(&store, cfg, &where_)?;
+        let peers = Self::rendezvous(&store, &keys, cfg, &where_)?;
+        let c_prefix = ffi::cstring("store prefix", &keys.backend(cfg.backend))?;
 
         let timeout_ms = ffi::millis(cfg.timeout);
         let rank = c_int::try_from(cfg.rank).map_err(|_| Error::config("rank too large"))?;
@@ -260,6 +284,7 @@ impl ProcessGroup {
                 call(|err| unsafe {
                     ffi::gf_group_new_gloo(
                         store.as_ptr(),
+                        c_prefix.as_ptr(),
                         rank,
                         world,
                         timeout_ms,
@@ -275,6 +300,7 @@ impl ProcessGroup {
                 call(|err| unsafe {
                     ffi::gf_group_new_nccl(
                         store.as_ptr(),
+                        c_prefix.as_ptr(),
                         rank,
                         world,
                         timeout_ms,
@@ -300,6 +326,7 @@ impl ProcessGroup {
             store,
             heartbeat,
             cfg: cfg.clone(),
+            keys,
             peers,
             entered,
             failed: Mutex::new(None),
@@ -308,13 +335,18 @@ impl ProcessGroup {
     }
 
     /// Waits until every rank has registered; checks world sizes and genflow versions.
-    fn rendezvous(store: &Store, cfg: &GroupConfig, where_: &str) -> Result<Vec<String>> {
+    fn rendezvous(
+        store: &Store,
+        keys: &Keys,
+        cfg: &GroupConfig,
+        where_: &str,
+    ) -> Result<Vec<String>> {
         let deadline = Instant::now() + cfg.timeout;
         let mut missing: Vec<usize> = (0..cfg.world_size).collect();
         loop {
             let mut still = Vec::new();
             for &q in &missing {
-                let present = store.check(&key_join(q)).map_err(|e| {
+                let present = store.check(&keys.join(q)).map_err(|e| {
                     Error::distributed(format!(
                         "rank {}: rendezvous store at {where_} failed while waiting for the other ranks: {}",
                         cfg.rank, e.msg
@@ -344,7 +376,7 @@ impl ProcessGroup {
         let mut other_world = Vec::new();
         let mut other_version = Vec::new();
         for q in 0..cfg.world_size {
-            let v = store.get(&key_join(q)).map_err(|e| {
+            let v = store.get(&keys.join(q)).map_err(|e| {
                 Error::distributed(format!(
                     "rank {}: reading rank {q}'s registration failed: {}",
                     cfg.rank, e.msg
@@ -472,15 +504,17 @@ impl ProcessGroup {
                 state: None,
             };
             if q != self.cfg.rank {
-                if self.store.check(&key_hb(q))? {
-                    let v = String::from_utf8_lossy(&self.store.get(&key_hb(q))?).into_owned();
+                if self.store.check(&self.keys.hb(q))? {
+                    let v =
+                        String::from_utf8_lossy(&self.store.get(&self.keys.hb(q))?).into_owned();
                     let mut it = v.split(' ').map(|x| x.parse::<u64>().ok());
                     view.beat = it.next().flatten();
                     view.entered = it.next().flatten();
                 }
-                if self.store.check(&key_state(q))? {
-                    view.state =
-                        Some(String::from_utf8_lossy(&self.store.get(&key_state(q))?).into_owned());
+                if self.store.check(&self.keys.state(q))? {
+                    view.state = Some(
+                        String::from_utf8_lossy(&self.store.get(&self.keys.state(q))?).into_owned(),
+                    );
                 }
             }
             views.push(view);
@@ -493,7 +527,7 @@ impl ProcessGroup {
         let me = self.cfg.rank;
         let head = format!("{op} (collective #{n}) failed on rank {me}");
         let _ = self.store.set(
-            &key_state(me),
+            &self.keys.state(me),
             format!("failed in {op} (collective #{n})").as_bytes(),
         );
         let where_ = format!("{}:{}", self.cfg.master_addr, self.cfg.master_port);
@@ -788,8 +822,8 @@ impl Drop for ProcessGroup {
         }
         let store_ok = !self.store_gone.load(Ordering::SeqCst);
         if store_ok {
-            let _ = self.store.set(&key_state(self.cfg.rank), b"exited");
-            let _ = self.store.add(KEY_EXITED, 1);
+            let _ = self.store.set(&self.keys.state(self.cfg.rank), b"exited");
+            let _ = self.store.add(&self.keys.exited(), 1);
         }
         // SAFETY: raw came from gf_group_new_* and is freed only here.
         unsafe { ffi::gf_group_free(self.raw.as_ptr(), c_int::from(failed)) };
@@ -801,7 +835,7 @@ impl Drop for ProcessGroup {
             let mut last_beats: Vec<(Option<u64>, Instant)> =
                 vec![(None, Instant::now()); self.cfg.world_size];
             while Instant::now() < deadline {
-                match self.store.add(KEY_EXITED, 0) {
+                match self.store.add(&self.keys.exited(), 0) {
                     Ok(n) if n >= self.cfg.world_size as i64 => break,
                     Ok(_) => {}
                     Err(_) => break,

@@ -172,12 +172,15 @@ pub struct GroupConfig {
     /// When true, a launcher agent (torchrun's, `TORCHELASTIC_USE_AGENT_STORE=True`) hosts the
     /// store and every rank is a client; otherwise rank 0 hosts it.
     pub agent_store: bool,
+    /// The launcher's restart count (`TORCHELASTIC_RESTART_COUNT`, default 0): each attempt's
+    /// keys are separate in a store that outlives the ranks.
+    pub attempt: u32,
 }
 
 impl GroupConfig {
     /// Reads the group from the environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`
-    /// (required), `LOCAL_RANK` (default: `RANK`, right on one machine) and
-    /// `TORCHELASTIC_USE_AGENT_STORE`. Gloo backend and [`DEFAULT_TIMEOUT`]; change the fields to
+    /// (required), `LOCAL_RANK` (default: `RANK`, right on one machine),
+    /// `TORCHELASTIC_USE_AGENT_STORE` and `TORCHELASTIC_RESTART_COUNT`. Gloo backend and [`DEFAULT_TIMEOUT`]; change the fields to
     /// taste. The error names the missing or invalid variable.
     pub fn from_env() -> Result<GroupConfig> {
         Self::from_lookup(|k| std::env::var(k).ok())?.ok_or_else(|| {
@@ -235,6 +238,14 @@ impl GroupConfig {
         })?;
         let agent_store =
             var("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let attempt = match var("TORCHELASTIC_RESTART_COUNT") {
+            Some(v) => v.parse::<u32>().map_err(|_| {
+                Error::config(format!(
+                    "environment variable TORCHELASTIC_RESTART_COUNT={v:?} is not a non-negative integer"
+                ))
+            })?,
+            None => 0,
+        };
         let cfg = GroupConfig {
             rank,
             world_size,
@@ -244,6 +255,7 @@ impl GroupConfig {
             backend: Backend::Gloo,
             timeout: DEFAULT_TIMEOUT,
             agent_store,
+            attempt,
         };
         cfg.validate()?;
         Ok(Some(cfg))
