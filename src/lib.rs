@@ -21,6 +21,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod distributions;
 pub mod error;
 pub mod flows;
