@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["flows"],
     &["distributions", "nn", "metrics"],
     &["data"],
-    &["plots", "optim"],
+    &["plots", "optim", "distributed"],
     &["linalg", "device", "fs", "progress", "seeds", "error"],
 ];
 
