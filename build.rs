@@ -1,7 +1,8 @@
 //! 1. Adds libtorch's library folder to the rpath of every genflow binary, test and example, so that
 //!    they run without `LD_LIBRARY_PATH`. torch-sys (`links = "tch"`) reports the folder it linked
 //!    against.
-//! 2. Compiles the C++ shim over PyTorch's c10d (`cpp/`, used by `genflow::distributed`) against
+//! 2. Compiles the C++ shim over PyTorch's c10d (`cpp/`, used by `genflow::distributed`; with
+//!    the synchronised batch normalisation of data-parallel training) against
 //!    the same libtorch: its headers are `$LIBTORCH_INCLUDE`, else `$LIBTORCH/include`, else the
 //!    `include` folder next to torch-sys's library folder. The wheel has no Gloo headers; `cpp/gloo/`
 //!    declares the few Gloo names that c10d's headers mention.
@@ -20,6 +21,7 @@ const SHIM_FILES: &[&str] = &[
     "cpp/c10d_internal.hpp",
     "cpp/c10d_shim.cpp",
     "cpp/c10d_nccl.cpp",
+    "cpp/sync_batch_norm.cpp",
     "cpp/gloo/declarations.h",
     "cpp/gloo/algorithm.h",
     "cpp/gloo/context.h",
@@ -136,7 +138,8 @@ fn main() {
     };
     // One archive: the Gloo translation unit, plus the NCCL one (its own defines and headers).
     let mut shim = base();
-    shim.file("cpp/c10d_shim.cpp");
+    shim.file("cpp/c10d_shim.cpp")
+        .file("cpp/sync_batch_norm.cpp");
     if let Some(dirs) = &nccl {
         let mut unit = base();
         unit.file("cpp/c10d_nccl.cpp")

@@ -30,6 +30,13 @@ struct gf_group {
 
 namespace genflow_c10d {
 
+// How long to wait for a collective: a little longer than the backend's own timeout, so that its
+// more specific error (which names the operation and peer address) normally comes first; this
+// wait only guards against work that never finishes.
+inline std::chrono::milliseconds wait_limit(std::chrono::milliseconds timeout) {
+  return timeout + timeout / 4 + std::chrono::milliseconds(1000);
+}
+
 // An error in the caller's arguments (GF_EINVAL).
 struct InvalidArgument : std::runtime_error {
   using std::runtime_error::runtime_error;

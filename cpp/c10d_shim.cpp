@@ -19,6 +19,7 @@
 
 using genflow_c10d::guarded;
 using genflow_c10d::InvalidArgument;
+using genflow_c10d::wait_limit;
 
 namespace genflow_c10d {
 
@@ -59,13 +60,6 @@ int report(const std::exception_ptr& e, int comm_code, char** err) noexcept {
 namespace {
 
 using namespace std::chrono;
-
-// Waits a little longer than the backend's own timeout, so that its more specific error (which
-// names the operation and peer address) normally comes first; this wait only guards against work
-// that never finishes.
-milliseconds wait_limit(milliseconds timeout) {
-  return timeout + timeout / 4 + milliseconds(1000);
-}
 
 void wait_all(std::vector<c10::intrusive_ptr<c10d::Work>>& works, milliseconds timeout) {
   for (auto& w : works) {

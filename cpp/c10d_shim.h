@@ -85,6 +85,21 @@ int gf_broadcast(gf_group* group, gf_tensor* const* tensors, size_t n, int root,
 int gf_all_gather(gf_group* group, const gf_tensor* input, gf_tensor** out, char** err);
 int gf_barrier(gf_group* group, char** err);
 
+// Batch normalisation in training mode over the ranks of `group` (PyTorch's SyncBatchNorm), for
+// `input` [N, C, ...] (dimension 1: the channels). The mean and the biased variance of each channel
+// are those of every rank's batch together (reduced in f64 in two passes: the sums and counts,
+// then the squared deviations from the global mean); `running_mean` and `running_var` (both may be
+// null) become `(1 - momentum) running + momentum batch`, with the unbiased variance, as
+// at::batch_norm does. *out receives `(input - mean) / sqrt(var + eps) * weight + bias` (weight and
+// bias may be null: 1 and 0), a new tensor owned by the caller whose backward pass all-reduces the
+// per-channel sums of dy and dy (x - mean) across the ranks: each rank's input gradient is then
+// that of the sum of every rank's loss, and weight and bias get this rank's own part (which the
+// data-parallel gradient average combines). Every rank must call it, and run its backward, in the
+// same order.
+int gf_sync_batch_norm(gf_group* group, const gf_tensor* input, const gf_tensor* weight,
+                       const gf_tensor* bias, gf_tensor* running_mean, gf_tensor* running_var,
+                       double momentum, double eps, gf_tensor** out, char** err);
+
 // Sets `var`'s gradient to `grad` (the same storage, no copy); tch has no setter of its own.
 int gf_set_grad(gf_tensor* var, const gf_tensor* grad, char** err);
 

@@ -121,6 +121,19 @@ extern "C" {
     ) -> c_int;
     pub fn gf_barrier(group: *mut RawGroup, err: *mut *mut c_char) -> c_int;
     pub fn gf_set_grad(var: *mut C_tensor, grad: *const C_tensor, err: *mut *mut c_char) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    pub fn gf_sync_batch_norm(
+        group: *mut RawGroup,
+        input: *const C_tensor,
+        weight: *const C_tensor,
+        bias: *const C_tensor,
+        running_mean: *mut C_tensor,
+        running_var: *mut C_tensor,
+        momentum: f64,
+        eps: f64,
+        out: *mut *mut C_tensor,
+        err: *mut *mut c_char,
+    ) -> c_int;
 }
 
 /// A failed shim call: its status code and message.

@@ -701,11 +701,18 @@ impl ProcessGroup {
     /// no rank had one (so the optimiser treats it the same on every rank, and as one process
     /// would).
     pub fn average_gradients_bucketed(&self, vs: &VarStore, bucket_bytes: usize) -> Result<()> {
-        let vars: Vec<(String, Tensor)> = Self::sorted_variables(vs)
+        let vars: Vec<Tensor> = Self::sorted_variables(vs)
             .into_iter()
-            .filter(|(_, t)| t.requires_grad())
+            .map(|(_, t)| t)
+            .filter(Tensor::requires_grad)
             .collect();
-        let Some((_, first)) = vars.first() else {
+        self.average_gradients_of(&vars, bucket_bytes)
+    }
+
+    /// [`average_gradients_bucketed`](Self::average_gradients_bucketed) for the variables `vars`,
+    /// which every rank lists in the same order.
+    pub fn average_gradients_of(&self, vars: &[Tensor], bucket_bytes: usize) -> Result<()> {
+        let Some(first) = vars.first() else {
             return Ok(());
         };
         let flag_kind = match first.kind() {
@@ -715,7 +722,7 @@ impl ProcessGroup {
         let device = first.device();
         let mut flags = Vec::with_capacity(vars.len());
         let mut grads = Vec::with_capacity(vars.len() + 1);
-        for (_, v) in &vars {
+        for v in vars {
             let g = v.f_grad()?;
             if g.defined() {
                 flags.push(1.0f64);
@@ -739,7 +746,7 @@ impl ProcessGroup {
                 .f_to_kind(Kind::Double)?
                 .f_to_device(Device::Cpu)?,
         )?;
-        for (i, ((_, var), grad)) in vars.iter().zip(&grads).enumerate() {
+        for (i, (var, grad)) in vars.iter().zip(&grads).enumerate() {
             if flags[i] == 0.0 && had.get(i).copied().unwrap_or(0.0) > 0.0 {
                 let mut var = var.shallow_clone();
                 call(|err| unsafe { ffi::gf_set_grad(var.as_mut_ptr(), grad.as_ptr(), err) })
@@ -749,6 +756,64 @@ impl ProcessGroup {
             }
         }
         Ok(())
+    }
+
+    /// Batch normalisation in training mode with the statistics of every rank's batch together
+    /// (PyTorch's `SyncBatchNorm`): `x` is `[N, C, ...]`; `weight`, `bias` and the running
+    /// statistics (updated in place, `(1 - momentum) running + momentum batch`, unbiased
+    /// variance) are per-channel vectors. The backward pass of the result all-reduces two
+    /// per-channel sums, so that after the data-parallel gradient average every gradient is that
+    /// of one process normalising the global batch. Every rank must call it, and backpropagate
+    /// through it, in the same order; a failure in the backward pass surfaces from `backward`
+    /// (see [`explain_failure`](Self::explain_failure)).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_batch_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor> {
+        let opt = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+        let mut running_mean = running_mean.map(Tensor::shallow_clone);
+        let mut running_var = running_var.map(Tensor::shallow_clone);
+        let opt_mut = |t: &mut Option<Tensor>| t.as_mut().map_or(null_mut(), |t| t.as_mut_ptr());
+        let (rm, rv) = (opt_mut(&mut running_mean), opt_mut(&mut running_var));
+        let mut out: *mut C_tensor = null_mut();
+        self.collective("sync_batch_norm", |g, err| unsafe {
+            ffi::gf_sync_batch_norm(
+                g,
+                x.as_ptr(),
+                opt(weight),
+                opt(bias),
+                rm,
+                rv,
+                momentum,
+                eps,
+                &mut out,
+                err,
+            )
+        })?;
+        if out.is_null() {
+            return Err(Error::distributed("the shim returned no batch-norm output"));
+        }
+        // SAFETY: on success the shim wrote a new at::Tensor the caller owns.
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    /// The error of a collective that failed outside this group's own calls (inside a backward
+    /// pass, e.g. [`sync_batch_norm`](Self::sync_batch_norm)'s): a diagnosis naming the ranks
+    /// responsible, as a failed collective gives; the group refuses later collectives.
+    pub fn explain_failure(&self, op: &str, msg: &str) -> Error {
+        let n = self.entered.load(Ordering::SeqCst);
+        let report = self.diagnose(op, n, msg);
+        if let Ok(mut f) = self.failed.lock() {
+            *f = Some(report.clone());
+        }
+        Error::distributed(report)
     }
 
     /// Copies every variable of `vs` (parameters and buffers) from rank 0 to the other ranks, so
