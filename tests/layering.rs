@@ -18,8 +18,10 @@ const LAYERS: &[&[&str]] = &[
     &["flows"],
     &["distributions", "nn", "metrics"],
     &["data"],
-    &["plots", "optim", "distributed"],
-    &["linalg", "device", "fs", "progress", "seeds", "error"],
+    &["plots", "optim"],
+    &["distributed"],
+    &["linalg", "device", "fs", "progress", "error"],
+    &["seeds"],
 ];
 
 /// Imports forbidden beyond the layer order.

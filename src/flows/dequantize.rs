@@ -26,6 +26,7 @@ use super::layer::{Built, Domain, LayerExample, LayerSpec};
 use super::transform::{FlowContext, Transform};
 use super::LayerConfig;
 use crate::{Error, Result};
+use crate::seeds::BatchShard;
 use serde::{Deserialize, Serialize};
 use tch::{nn::Path, Kind, Tensor};
 
@@ -100,8 +101,9 @@ impl Dequantize {
 
     /// `(x + u) / L`, `u ~ U[0,1)`, in `kind`. `x` holds integer levels in `[0, L-1]` (any dtype,
     /// e.g. `uint8`); anything else is rejected, since scaled or already dequantised data would
-    /// silently give wrong bits/dim.
-    pub fn dequantize(&self, x: &Tensor, kind: Kind) -> Result<Tensor> {
+    /// silently give wrong bits/dim. With a `shard` (data-parallel training), `x` holds those rows
+    /// of a global batch and `u` is their rows of the global batch's noise.
+    pub fn dequantize(&self, x: &Tensor, kind: Kind, shard: Option<&BatchShard>) -> Result<Tensor> {
         let x = x.to_kind(kind);
         let (lo, hi) = value_range(&x);
         let fractional = tch::no_grad(|| (&x - x.round()).abs().max().double_value(&[]));
@@ -113,7 +115,11 @@ impl Dequantize {
                 if fractional > 0.0 { " with fractional parts" } else { "" }
             )));
         }
-        Ok((&x + x.rand_like()) / f64::from(self.levels))
+        let u = match shard {
+            Some(shard) => shard.draw(&x.size(), |shape| Tensor::rand(shape, (kind, x.device()))),
+            None => x.rand_like(),
+        };
+        Ok((&x + u) / f64::from(self.levels))
     }
 
     /// `clamp(floor(L y), 0, L-1)`: the level whose cell `[x/L, (x+1)/L)` contains `y`.
@@ -135,14 +141,14 @@ impl Dequantize {
 
 impl Transform for Dequantize {
     /// Integer inputs come out as `f32`; floating inputs keep their dtype.
-    fn forward(&self, x: &Tensor, _ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
+    fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
         let kind = if x.is_floating_point() {
             x.kind()
         } else {
             Kind::Float
         };
         let logdet = self.logdet(x, kind)?;
-        Ok((self.dequantize(x, kind)?, logdet))
+        Ok((self.dequantize(x, kind, ctx.shard.as_ref())?, logdet))
     }
 
     fn inverse(&self, y: &Tensor, _ctx: &mut FlowContext) -> Result<Tensor> {

@@ -170,7 +170,14 @@ impl IResBlock {
                     "the VJP backend does not compute tangent products",
                 ))
             };
-            let ld = logdet::estimate(&ctx.logdet, &mut no_jvp, &mut vjp, &xg, &mut ctx.rng)?;
+            let ld = logdet::estimate(
+                &ctx.logdet,
+                &mut no_jvp,
+                &mut vjp,
+                &xg,
+                &mut ctx.rng,
+                ctx.shard.as_ref(),
+            )?;
             Ok((&xg + &gx, ld))
         })
     }
@@ -199,7 +206,14 @@ impl Transform for IResBlock {
                 "the tangent backend does not compute vector-Jacobian products",
             ))
         };
-        let ld = logdet::estimate(&ctx.logdet, &mut jvp, &mut no_vjp, x, &mut ctx.rng)?;
+        let ld = logdet::estimate(
+            &ctx.logdet,
+            &mut jvp,
+            &mut no_vjp,
+            x,
+            &mut ctx.rng,
+            ctx.shard.as_ref(),
+        )?;
         Ok((x + &lin.output, ld))
     }
 

@@ -2,6 +2,7 @@
 
 use crate::linalg::logdet::LogDetEstimator;
 use crate::nn::ResidualNet;
+use crate::seeds::BatchShard;
 use crate::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -104,6 +105,10 @@ pub struct FlowContext {
     /// invertible feature extractor), and layers whose log-det is costly skip it (returning
     /// zeros).
     pub compute_logdet: bool,
+    /// In data-parallel training, the rows of the global batch this process computes: per-row
+    /// random draws (dequantisation noise, probes) are then this shard's rows of the global
+    /// batch's ([`BatchShard::draw`]). `None`: the batch is the whole batch.
+    pub shard: Option<BatchShard>,
 }
 
 impl FlowContext {
@@ -117,6 +122,7 @@ impl FlowContext {
             inverse_stats: InverseStats::default(),
             item_stats: None,
             compute_logdet: true,
+            shard: None,
         }
     }
 
@@ -135,6 +141,15 @@ impl FlowContext {
         FlowContext {
             train: true,
             ..Self::eval(logdet, seed)
+        }
+    }
+
+    /// This context for the rows `shard` of a global batch (data-parallel training); a whole
+    /// batch leaves it as it is.
+    pub fn with_shard(self, shard: BatchShard) -> Self {
+        FlowContext {
+            shard: (!shard.is_whole()).then_some(shard),
+            ..self
         }
     }
 }

@@ -19,6 +19,7 @@
 //! (`create_graph = true`, the official i-ResNet method, [`Backend::Vjp`]). Both give the same number
 //! for the same probe, since `v^T J^k v = (v^T J^k) v`.
 
+use crate::seeds::{draw_rows, BatchShard};
 use crate::{Error, Result};
 use rand::Rng;
 use rand_distr::{Distribution as _, Geometric, Poisson};
@@ -206,17 +207,18 @@ pub fn truncation_bound(d: usize, lip: f64, n: usize) -> f64 {
 /// layout, so the probe's values do not depend on the layout (and drawing stays fast: libtorch's
 /// `randn_like` of a channels-last tensor is several times slower than a contiguous draw).
 pub fn sample_probe(like: &Tensor, probe: Probe) -> Tensor {
+    sample_probe_rows(like, probe, None)
+}
+
+/// [`sample_probe`] for the rows `shard` of a global batch in data-parallel training: the probe
+/// of the global batch is drawn and this shard's rows kept ([`BatchShard::draw`]), so each rank's
+/// probe is its rows of the probe one process draws.
+pub fn sample_probe_rows(like: &Tensor, probe: Probe, shard: Option<&BatchShard>) -> Tensor {
     let options = (like.kind(), like.device());
-    let v = match probe {
-        Probe::Gaussian => Tensor::randn(like.size(), options),
-        Probe::Rademacher => {
-            Tensor::rand(like.size(), options)
-                .ge(0.5)
-                .to_kind(like.kind())
-                * 2.0
-                - 1.0
-        }
-    };
+    let v = draw_rows(shard, &like.size(), |shape| match probe {
+        Probe::Gaussian => Tensor::randn(shape, options),
+        Probe::Rademacher => Tensor::rand(shape, options).ge(0.5).to_kind(like.kind()) * 2.0 - 1.0,
+    });
     if like.is_contiguous() {
         return v;
     }
@@ -285,13 +287,16 @@ pub fn exact_logdet(
 }
 
 /// Runs `estimator` for one block. `jvp` computes `J t` and `vjp` computes `t^T J` (only called for
-/// [`Backend::Vjp`]); `like` is the block's input (for shapes), `rng` draws roulette term counts.
+/// [`Backend::Vjp`]); `like` is the block's input (for shapes), `rng` draws roulette term counts,
+/// and `shard` (data-parallel training) says which rows of the global batch `like` holds, for
+/// the probes ([`sample_probe_rows`]).
 pub fn estimate(
     estimator: &LogDetEstimator,
     jvp: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     vjp: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     like: &Tensor,
     rng: &mut impl Rng,
+    shard: Option<&BatchShard>,
 ) -> Result<Tensor> {
     estimator.validate()?;
     let (coefficients, probe, backend) = match *estimator {
@@ -315,7 +320,7 @@ pub fn estimate(
             )
         }
     };
-    let v = sample_probe(like, probe).detach();
+    let v = sample_probe_rows(like, probe, shard).detach();
     match backend {
         Backend::Tangent => weighted_power_traces(jvp, &v, &coefficients),
         Backend::Vjp => weighted_power_traces(vjp, &v, &coefficients),

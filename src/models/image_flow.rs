@@ -258,7 +258,9 @@ impl ImageFlow {
     pub fn bits_per_dim(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<Tensor> {
         self.check_images(x)?;
         let (kind, device) = self.options()?;
-        let scaled = self.dequantize.dequantize(&x.to_device(device), kind)?;
+        let scaled = self
+            .dequantize
+            .dequantize(&x.to_device(device), kind, ctx.shard.as_ref())?;
         self.bits_per_dim_dequantized(&scaled, ctx)
     }
 
