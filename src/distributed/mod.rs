@@ -10,6 +10,10 @@
 //! [`check_same`](ProcessGroup::check_same) to refuse runs whose ranks disagree (e.g. on their
 //! configuration), and [`all_reduce_scalars`](ProcessGroup::all_reduce_scalars) for metrics.
 //!
+//! [`data_parallel`] builds data-parallel training on a group: the [`DataParallel`] context a
+//! training run installs, which the optimiser, the layers with batch statistics, the training
+//! loop and the tasks consult ([`active`]).
+//!
 //! The environment is the one `torchrun` and cluster launchers set: `RANK`, `WORLD_SIZE`,
 //! `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT` ([`GroupConfig::from_env`]).
 //! [`launch::launch_local`] starts N local ranks of a program with that environment, like
@@ -87,12 +91,14 @@
 //! ```
 
 pub mod bench;
+pub mod data_parallel;
 mod ffi;
 mod group;
 pub mod launch;
 
 use std::time::Duration;
 
+pub use data_parallel::{active, DataParallel};
 pub use group::ProcessGroup;
 
 use crate::{Error, Result};
@@ -180,8 +186,9 @@ pub struct GroupConfig {
 impl GroupConfig {
     /// Reads the group from the environment: `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`
     /// (required), `LOCAL_RANK` (default: `RANK`, right on one machine),
-    /// `TORCHELASTIC_USE_AGENT_STORE` and `TORCHELASTIC_RESTART_COUNT`. Gloo backend and [`DEFAULT_TIMEOUT`]; change the fields to
-    /// taste. The error names the missing or invalid variable.
+    /// `TORCHELASTIC_USE_AGENT_STORE`, `TORCHELASTIC_RESTART_COUNT` and `GENFLOW_DIST_TIMEOUT`
+    /// (seconds each collective and the rendezvous may take; default [`DEFAULT_TIMEOUT`]). Gloo
+    /// backend; change the fields to taste. The error names the missing or invalid variable.
     pub fn from_env() -> Result<GroupConfig> {
         Self::from_lookup(|k| std::env::var(k).ok())?.ok_or_else(|| {
             Error::config(
@@ -246,6 +253,19 @@ impl GroupConfig {
             })?,
             None => 0,
         };
+        let timeout = match var("GENFLOW_DIST_TIMEOUT") {
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| *s > 0.0 && s.is_finite())
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| {
+                    Error::config(format!(
+                        "environment variable GENFLOW_DIST_TIMEOUT={v:?} is not a positive number of seconds"
+                    ))
+                })?,
+            None => DEFAULT_TIMEOUT,
+        };
         let cfg = GroupConfig {
             rank,
             world_size,
@@ -253,7 +273,7 @@ impl GroupConfig {
             master_addr,
             master_port,
             backend: Backend::Gloo,
-            timeout: DEFAULT_TIMEOUT,
+            timeout,
             agent_store,
             attempt,
         };

@@ -3,7 +3,9 @@
 //!
 //! On the first training call the statistics of the batch set `b = -mean`, `s = -ln(std)` so that the
 //! output has zero mean and unit variance per channel; an `initialized` buffer records this, so a
-//! resumed or loaded model is never re-initialised.
+//! resumed or loaded model is never re-initialised. In data-parallel training the statistics are
+//! those of the global batch (every rank's rows), so every rank initialises alike, and as one
+//! process with the whole batch would.
 
 use super::layer::{channels, Built, LayerExample, LayerSpec};
 use super::transform::{FlowContext, Transform};
@@ -80,10 +82,17 @@ impl ActNorm {
         self.initialized.double_value(&[0]) > 0.5
     }
 
-    fn initialize(&self, x: &Tensor) {
+    /// Sets the bias and scale from the statistics of the batch (of the global batch in
+    /// data-parallel training).
+    fn initialize(&self, x: &Tensor) -> Result<()> {
         let per_channel = x.detach().transpose(0, 1).reshape([self.channels, -1]);
-        let mean = per_channel.mean_dim(1, false, x.kind());
-        let std = per_channel.std_dim(1, false, false);
+        let (mean, std) = match crate::distributed::active() {
+            Some(dp) => dp.channel_moments(&per_channel)?,
+            None => (
+                per_channel.mean_dim(1, false, x.kind()),
+                per_channel.std_dim(1, false, false),
+            ),
+        };
         assign(&self.bias, &(-mean));
         // Channels without variance in the batch (e.g. injective zero padding) keep scale 1: dividing
         // by their ~0 standard deviation would make the inverse shrink them by ~1e6.
@@ -91,6 +100,7 @@ impl ActNorm {
             .where_self(&std.gt(MIN_INIT_STD), &std.zeros_like());
         assign(&self.log_scale, &log_scale);
         assign(&self.initialized, &self.initialized.ones_like());
+        Ok(())
     }
 }
 
@@ -98,7 +108,7 @@ impl Transform for ActNorm {
     fn forward(&self, x: &Tensor, ctx: &mut FlowContext) -> Result<(Tensor, Tensor)> {
         let (shape, hw) = self.layout(x)?;
         if ctx.train && !self.is_initialized() {
-            self.initialize(x);
+            self.initialize(x)?;
         }
         let y = (x + self.bias.reshape(shape.as_slice()))
             * self.log_scale.exp().reshape(shape.as_slice());

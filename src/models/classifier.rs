@@ -54,10 +54,10 @@ use crate::flows::{
     build_stack, ActNormConfig, FlowContext, IResBlockConfig, InjectivePad, InjectivePadConfig,
     LayerConfig, MultiScale, Sequential, SqueezeConfig, Transform,
 };
-use crate::nn::{ActivationKind, ResidualNet, SpectralConfig};
+use crate::nn::{ActivationKind, BatchNorm, ResidualNet, SpectralConfig};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use tch::nn::{BatchNorm, Linear, Module, ModuleT, Path};
+use tch::nn::{Linear, Module, Path};
 use tch::Tensor;
 
 /// The configuration of an [`IResNetClassifier`]; see the [module documentation](self).
@@ -185,8 +185,8 @@ impl IResNetClassifier {
             shape = out;
         }
         let channels = shape[0];
-        let norm = tch::nn::batch_norm2d(
-            p / "head" / "norm",
+        let norm = crate::nn::batch_norm2d(
+            &(p / "head" / "norm"),
             channels,
             tch::nn::BatchNormConfig {
                 momentum: HEAD_NORM_MOMENTUM,
@@ -238,13 +238,14 @@ impl IResNetClassifier {
         self.features.inverse(features, ctx)
     }
 
-    /// Logits `[B, classes]`: features -> BatchNorm (batch statistics in training mode, running ones
-    /// otherwise) -> ReLU -> global average pool -> linear.
+    /// Logits `[B, classes]`: features -> BatchNorm (batch statistics in training mode, those of
+    /// the global batch in data-parallel training; running ones otherwise) -> ReLU -> global
+    /// average pool -> linear.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let f = self.features(x, train)?;
         let pooled =
             self.norm
-                .forward_t(&f, train)
+                .forward_t(&f, train)?
                 .relu()
                 .mean_dim([2, 3].as_slice(), false, f.kind());
         Ok(self.linear.forward(&pooled))

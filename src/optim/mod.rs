@@ -7,6 +7,9 @@
 //! glob patterns over their VarStore names (first match wins; the rest form the group
 //! `"default"`), and each group has a learning-rate multiplier, a weight decay, a `frozen` flag and
 //! an ordered chain of gradient transforms ([`transforms`]). One [`Optimizer::step`]:
+//! 0. in data-parallel training ([`crate::distributed::active`]), averages the gradients of the
+//!    non-frozen parameters over the ranks, so that every rank steps with the gradient of the
+//!    global batch (every optimiser a task makes does this by itself);
 //! 1. takes the gradient of every non-frozen parameter that has one, records its L2 norm;
 //! 2. applies each group's transform chain, in the order given;
 //! 3. clips all gradients together to `global_clip_norm` (if set);
@@ -270,9 +273,19 @@ impl Optimizer {
         }
     }
 
-    /// Transforms the gradients, clips them globally and updates the parameters (see the module
-    /// docs for the order). On error no parameter has changed (the gradients may have).
+    /// Averages the gradients over the ranks of a data-parallel run, transforms them, clips them
+    /// globally and updates the parameters (see the module docs for the order). On error no
+    /// parameter has changed (the gradients may have).
     pub fn step(&mut self) -> Result<StepReport> {
+        if let Some(dp) = crate::distributed::active() {
+            let trained: Vec<Tensor> = self
+                .params
+                .iter()
+                .filter(|p| !self.groups[p.group].frozen)
+                .map(|p| p.tensor.shallow_clone())
+                .collect();
+            dp.average_gradients(&trained)?;
+        }
         let lr = self.lr();
         let report = tch::no_grad(|| self.step_with(lr))?;
         self.step_count += 1;
