@@ -3,7 +3,7 @@
 //! overrides) with errors that say where.
 //!
 //! A configuration document holds the run-level settings ([`RunConfig`]: `seed`, `device`,
-//! `[train]`, `[optim]`) and the task's own tables (`task = "..."`, `[data]`, `[model]`,
+//! `dtype`, `[train]`, `[optim]`) and the task's own tables (`task = "..."`, `[data]`, `[model]`,
 //! `[eval]`, ...), which the task registry ([`crate::tasks`]) reads. Errors in a document name the
 //! file, line and column of the offending key (or the `--set` that set it) and what was expected:
 //!
@@ -69,7 +69,7 @@ pub const PRESETS: &[Preset] = &[
 ];
 
 /// The settings every run has, whatever its task: the seed of every random draw, the device, the
-/// training loop (`[train]`) and the optimiser (`[optim]`).
+/// floating-point type, the training loop (`[train]`) and the optimiser (`[optim]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
@@ -79,6 +79,10 @@ pub struct RunConfig {
     /// `auto`, `cpu`, `cuda` or `cuda:N`; the `--device` flag overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The floating-point type of the model's weights and of its training and evaluation:
+    /// `dtype = "float32"` (the default) or `"float64"` (slower; for exact comparisons).
+    #[serde(default, skip_serializing_if = "Dtype::is_default")]
+    pub dtype: Dtype,
     pub train: TrainConfig,
     #[serde(default)]
     pub optim: OptimConfig,
@@ -86,7 +90,7 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// The top-level keys that belong to the run rather than to its task.
-    pub const KEYS: [&'static str; 4] = ["seed", "device", "train", "optim"];
+    pub const KEYS: [&'static str; 5] = ["seed", "device", "dtype", "train", "optim"];
 
     /// Checks the training and optimiser settings and the device name.
     pub fn validate(&self) -> Result<()> {
@@ -96,6 +100,32 @@ impl RunConfig {
             crate::device::parse(device)?;
         }
         Ok(())
+    }
+}
+
+/// The floating-point type a run's model computes in (`dtype = "..."`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dtype {
+    /// 32-bit floats (`"float32"`).
+    #[default]
+    #[serde(rename = "float32")]
+    Float32,
+    /// 64-bit floats (`"float64"`).
+    #[serde(rename = "float64")]
+    Float64,
+}
+
+impl Dtype {
+    /// The libtorch kind.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Dtype::Float32 => tch::Kind::Float,
+            Dtype::Float64 => tch::Kind::Double,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Dtype::default()
     }
 }
 

@@ -11,7 +11,7 @@ use crate::data::{ImageDataConfig, ImageDataset};
 use crate::flows::FixedPointConfig;
 use crate::models::{ClassifierConfig, IResNetClassifier};
 use crate::nn::ResidualNet;
-use crate::seeds::{derived_seed, Stream};
+use crate::seeds::{derived_seed, BatchShard, Stream};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -59,6 +59,7 @@ impl TaskSpec for ClassifierTaskConfig {
             model,
             device,
             seed: run.seed,
+            kind: run.dtype.kind(),
         }))
     }
 
@@ -83,6 +84,8 @@ struct ClassifierTask {
     model: IResNetClassifier,
     device: Device,
     seed: u64,
+    /// The floating-point type of the model.
+    kind: Kind,
 }
 
 /// The report of `genflow eval` on a classifier run.
@@ -97,9 +100,9 @@ pub struct ClassifierReport {
     pub invertibility: InvertibilityReport,
 }
 
-/// Pixels scaled to `[0, 1]`.
-fn scale(images: &Tensor, levels: u32, device: Device) -> Tensor {
-    images.to_device(device).to_kind(Kind::Float) / (levels as f64 - 1.0)
+/// Pixels scaled to `[0, 1]`, as `kind` on `device`.
+fn scale(images: &Tensor, levels: u32, device: Device, kind: Kind) -> Tensor {
+    images.to_device(device).to_kind(kind) / (levels as f64 - 1.0)
 }
 
 impl BatchLoss for ClassifierTask {
@@ -109,13 +112,15 @@ impl BatchLoss for ClassifierTask {
         labels: &Tensor,
         levels: u32,
         step: u64,
+        _shard: BatchShard,
     ) -> Result<(Tensor, Vec<(String, f64)>)> {
         tch::manual_seed(derived_seed(self.seed, Stream::Probe, step) as i64);
         let logits = self
             .model
-            .forward_t(&scale(images, levels, self.device), true)?;
+            .forward_t(&scale(images, levels, self.device, self.kind), true)?;
         let y = labels.to_device(self.device);
-        let loss = logits.cross_entropy_for_logits(&y);
+        // Cross-entropy in the model's dtype (tch's cross_entropy_for_logits takes f32).
+        let loss = logits.log_softmax(-1, self.kind).nll_loss(&y);
         let acc = tch::no_grad(|| {
             logits
                 .argmax(-1, false)
@@ -139,7 +144,7 @@ impl ClassifierTask {
         let chunks = test.images.split(EVAL_BATCH, 0);
         let bar = crate::progress::bar(chunks.len() as u64, 0, "accuracy");
         for (x, y) in chunks.iter().zip(test.labels.split(EVAL_BATCH, 0)) {
-            let x = scale(x, test.levels, self.device);
+            let x = scale(x, test.levels, self.device, self.kind);
             let logits = tch::no_grad(|| self.model.forward_t(&x, false))?;
             correct += logits
                 .argmax(-1, false)
@@ -163,7 +168,7 @@ impl ClassifierTask {
                 shape[0], shape[1], shape[2]
             )));
         }
-        Ok(v.to_kind(Kind::Float).clamp(0.0, 1.0).to_device(self.device))
+        Ok(v.to_kind(self.kind).clamp(0.0, 1.0).to_device(self.device))
     }
 }
 
@@ -191,7 +196,12 @@ impl Task for ClassifierTask {
         let test = self.config.data.load_test()?;
         let accuracy = self.test_accuracy(&test)?;
         let n = INVERTED.min(test.len() as i64);
-        let x = scale(&test.images.narrow(0, 0, n), test.levels, self.device);
+        let x = scale(
+            &test.images.narrow(0, 0, n),
+            test.levels,
+            self.device,
+            self.kind,
+        );
         let mut ctx = crate::flows::FlowContext::eval(crate::linalg::logdet::LogDetEstimator::Exact, self.seed);
         ctx.inverse = self.config.eval.inverse;
         let err = tch::no_grad(|| -> Result<f64> {
@@ -234,7 +244,7 @@ impl Invertible for ClassifierTask {
         }
         let mut ctx = crate::flows::FlowContext::eval(crate::linalg::logdet::LogDetEstimator::Exact, self.seed);
         ctx.inverse = self.config.eval.inverse;
-        let z = z.to_kind(Kind::Float).to_device(self.device);
+        let z = z.to_kind(self.kind).to_device(self.device);
         let x = tch::no_grad(|| self.model.invert_features(&z, &mut ctx))?;
         Ok((x.to_device(Device::Cpu), item_convergence(&ctx, size[0])?))
     }

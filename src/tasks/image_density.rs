@@ -19,7 +19,7 @@ use crate::flows::{FlowContext, FlowEvalConfig, FlowTrainConfig, Transform};
 use crate::models::{ImageFlow, ImageFlowConfig};
 use crate::nn::ResidualNet;
 use crate::plots;
-use crate::seeds::{derived_seed, Stream};
+use crate::seeds::{derived_seed, BatchShard, Stream};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -66,6 +66,7 @@ impl TaskSpec for ImageDensityConfig {
             model,
             device,
             seed: run.seed,
+            kind: run.dtype.kind(),
         }))
     }
 
@@ -84,6 +85,8 @@ struct ImageDensityTask {
     model: ImageFlow,
     device: Device,
     seed: u64,
+    /// The floating-point type of the model.
+    kind: Kind,
 }
 
 /// The report of `genflow eval` on an image-density run.
@@ -117,14 +120,15 @@ impl BatchLoss for ImageDensityTask {
         _labels: &Tensor,
         _levels: u32,
         step: u64,
+        shard: BatchShard,
     ) -> Result<(Tensor, Vec<(String, f64)>)> {
         let seed = derived_seed(self.seed, Stream::Probe, step);
         tch::manual_seed(seed as i64);
-        let mut ctx = FlowContext::train(self.config.train.logdet, seed);
+        let mut ctx = FlowContext::train(self.config.train.logdet, seed).with_shard(shard);
         let bpd = self
             .model
             .bits_per_dim(&images.to_device(self.device), &mut ctx)?
-            .mean(Kind::Float);
+            .mean(self.kind);
         Ok((bpd, Vec::new()))
     }
 
@@ -153,7 +157,7 @@ impl ImageDensityTask {
                 let bpd = tch::no_grad(|| match dequantization {
                     Dequantization::Uniform => self.model.bits_per_dim(&chunk, &mut ctx),
                     Dequantization::Midpoint => {
-                        let x = (chunk.to_kind(Kind::Float) + 0.5) / self.levels();
+                        let x = (chunk.to_kind(self.kind) + 0.5) / self.levels();
                         self.model.bits_per_dim_dequantized(&x, &mut ctx)
                     }
                 });
@@ -185,7 +189,7 @@ impl ImageDensityTask {
             )));
         }
         let top = self.levels() - 1.0;
-        let levels = (v.to_kind(Kind::Float).clamp(0.0, 1.0) * top).round();
+        let levels = (v.to_kind(self.kind).clamp(0.0, 1.0) * top).round();
         Ok(((levels + 0.5) / self.levels()).to_device(self.device))
     }
 
@@ -220,7 +224,7 @@ impl Task for ImageDensityTask {
         plots::save_image_grid(&samples, 8, &out_dir.join("samples.png"))?;
         let test = self.config.data.load_test()?;
         let n = RECONSTRUCTED.min(test.len() as i64);
-        let v = test.images.narrow(0, 0, n).to_kind(Kind::Float) / (self.levels() - 1.0);
+        let v = test.images.narrow(0, 0, n).to_kind(self.kind) / (self.levels() - 1.0);
         let x = self.model_input(&v)?;
         let mut ctx = self.config.eval.context(self.seed);
         let (x_hat, _) = self.model.reconstruct(&x, &mut ctx)?;
@@ -234,7 +238,7 @@ impl Task for ImageDensityTask {
         let bpd = self.test_bits_per_dim(&test, Dequantization::Uniform)?;
         let midpoint = self.test_bits_per_dim(&test, Dequantization::Midpoint)?;
         let n = EVAL_BATCH.min(test.len() as i64);
-        let x = (test.images.narrow(0, 0, n).to_kind(Kind::Float) + 0.5) / self.levels();
+        let x = (test.images.narrow(0, 0, n).to_kind(self.kind) + 0.5) / self.levels();
         let mut ctx = self.config.eval.context(self.seed);
         let (_, err) = self.model.reconstruct(&x.to_device(self.device), &mut ctx)?;
         let report = ImageDensityReport {
@@ -308,7 +312,7 @@ impl Invertible for ImageDensityTask {
         }
         let mut ctx = self.config.eval.context(self.seed);
         let _guard = tch::no_grad_guard();
-        let z = z.to_kind(Kind::Float).to_device(self.device);
+        let z = z.to_kind(self.kind).to_device(self.device);
         let x = self.model.flow.transform.inverse(&z, &mut ctx)?;
         Ok((self.to_intensities(&x), item_convergence(&ctx, size[0])?))
     }

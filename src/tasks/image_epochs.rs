@@ -1,10 +1,17 @@
 //! The training objective shared by the image tasks (density and classifier): epochs over a data
 //! set in a seeded order ([`ImageDataset::epoch_batch`]) and a test metric at every evaluation. A
 //! task only says how a batch becomes a loss and how a test set becomes a score ([`BatchLoss`]).
+//!
+//! In data-parallel training each rank computes the loss of its shard of every global batch
+//! (`train.batch_size` images: the global batch, whatever the number of ranks), weighted so that
+//! the ranks' mean is the global batch's ([`BatchShard::weight`]); every rank evaluates the whole
+//! test set.
 
 use super::Training;
 use crate::config::RunConfig;
 use crate::data::{ImageDataConfig, ImageDataset};
+use crate::distributed::data_parallel;
+use crate::seeds::BatchShard;
 use crate::train::{Evaluation, Objective};
 use crate::{Error, Result};
 use tch::Tensor;
@@ -12,13 +19,16 @@ use tch::Tensor;
 /// What distinguishes one image task's training from another's.
 pub(crate) trait BatchLoss {
     /// The loss of training step `step` on a batch (images as stored, with `levels` grey levels,
-    /// and their labels) and extra scalars to log with it.
+    /// and their labels: the rows `shard` of the step's global batch) and extra scalars to log
+    /// with it, as means over the batch. Per-row random draws take `shard`'s rows of the global
+    /// batch's draws ([`BatchShard::draw`]).
     fn batch_loss(
         &self,
         images: &Tensor,
         labels: &Tensor,
         levels: u32,
         step: u64,
+        shard: BatchShard,
     ) -> Result<(Tensor, Vec<(String, f64)>)>;
     /// The test metric of the current weights: its name, its value, and the score to minimise
     /// (the best score so far is kept as `best.safetensors`).
@@ -39,8 +49,14 @@ impl<T: BatchLoss> Objective for ImageEpochs<'_, T> {
         let (images, labels) = self
             .train_set
             .epoch_batch(self.seed, step, self.batch_size)?;
-        self.task
-            .batch_loss(&images, &labels, self.train_set.levels, step)
+        let shard = data_parallel::shard(images.size()[0])?;
+        let (images, labels) = (shard.rows(&images), shard.rows(&labels));
+        let (loss, metrics) =
+            self.task
+                .batch_loss(&images, &labels, self.train_set.levels, step, shard)?;
+        let weight = shard.weight();
+        let metrics = metrics.into_iter().map(|(k, v)| (k, v * weight)).collect();
+        Ok((shard.weighted(&loss), metrics))
     }
 
     fn evaluate(&mut self, _step: u64) -> Result<Option<Evaluation>> {
@@ -79,6 +95,14 @@ pub(crate) fn image_training<'a, T: BatchLoss>(
         }
     }
     let plan = run.train.plan(Some(train_set.len()))?;
+    if let Some(dp) = data_parallel::active() {
+        // Every batch of an epoch must give every rank at least one image.
+        let (n, batch) = (train_set.len() as i64, run.train.batch_size);
+        dp.shard(batch.min(n))?;
+        if n % batch != 0 {
+            dp.shard(n % batch)?;
+        }
+    }
     Ok(Training {
         objective: Box::new(ImageEpochs {
             task,

@@ -83,7 +83,7 @@ impl JobConfig {
         let mut task = self.task.to_table()?;
         let mut out = toml::Table::new();
         out.insert("task".into(), self.task.name().into());
-        for key in ["seed", "device"] {
+        for key in ["seed", "device", "dtype"] {
             if let Some(v) = run.remove(key) {
                 out.insert(key.into(), v);
             }

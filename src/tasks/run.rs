@@ -1,16 +1,31 @@
 //! Training a job into a run folder (new, forced over an old run, or resumed), and opening a
 //! trained run to evaluate it, sample from it or use it on new data.
+//!
+//! # Several processes
+//!
+//! With [`TrainOptions::distributed`] set (`genflow train` sets it from the environment that
+//! `genflow launch`, `torchrun` and cluster launchers give each rank), the job trains
+//! data-parallel ([`crate::distributed::data_parallel`]): the ranks join one group (Gloo on the
+//! CPU, NCCL on CUDA devices, where rank `r` uses `cuda:LOCAL_RANK`), refuse to start unless every
+//! rank has the same configuration (and, when resuming, the same checkpoint), start from rank 0's
+//! weights, and train with `train.batch_size` as the global batch, which the ranks split; the
+//! learning rate is not scaled, since the averaged gradient is that of the global batch. Only
+//! rank 0 writes the run folder (configuration, metrics, checkpoints, pictures). A resumed run
+//! may have any number of ranks: every rank reads the checkpoint, so every machine needs the run
+//! folder (a shared file system, or a copy).
 
 use super::{
     certify_for_evaluation, DataKind, ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
 };
-use crate::config::ConfigDocument;
+use crate::config::{ConfigDocument, Dtype};
+use crate::distributed::{Backend, DataParallel, GroupConfig, ProcessGroup};
 use crate::optim::Optimizer;
 use crate::train::checkpoint::{self, CheckpointMeta};
 use crate::train::{self, run_dir, Averaged, LoopOutcome, LoopSettings, Weights, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use tch::{Device, Tensor};
 
 /// Where and how a job trains.
@@ -20,6 +35,10 @@ pub struct TrainOptions {
     pub force: bool,
     /// The device; `None`: the job's `device` setting, else CUDA when present.
     pub device: Option<Device>,
+    /// Train data-parallel as one rank of this group (see the [module docs](self)); `None`: one
+    /// process. `genflow train` takes it from the environment
+    /// ([`GroupConfig::from_env_if_set`]).
+    pub distributed: Option<GroupConfig>,
 }
 
 /// Keys a resumed or evaluated run may change without becoming another run (dotted prefixes).
@@ -36,8 +55,38 @@ const EVAL_MAY_CHANGE: &[&str] = &["eval", "data.test_size"];
 /// Trains `job` from scratch into `out_dir`. A folder that already holds a run is refused unless
 /// `options.force` ([`run_dir::prepare_new`]).
 pub fn train(job: &JobConfig, out_dir: &Path, options: &TrainOptions) -> Result<LoopOutcome> {
-    run_dir::prepare_new(out_dir, options.force, job.task.outputs())?;
-    run_training(job, out_dir, None, options)
+    let device = device_of(job, options)?;
+    let dp = join(job, device, options, None)?;
+    let prepare = || run_dir::prepare_new(out_dir, options.force, job.task.outputs());
+    match &dp {
+        Some(dp) => dp
+            .from_main(|| prepare().map(|()| Vec::new()))
+            .map(|_| ())?,
+        None => prepare()?,
+    }
+    run_training(job, out_dir, None, device, dp)
+}
+
+/// Joins the data-parallel group of `options` (none: `Ok(None)`) with the backend of `device`,
+/// and refuses to go on unless every rank has the same configuration (and the same checkpoint
+/// bytes, `resumed`).
+fn join(
+    job: &JobConfig,
+    device: Device,
+    options: &TrainOptions,
+    resumed: Option<&[u8]>,
+) -> Result<Option<Rc<DataParallel>>> {
+    let Some(cfg) = &options.distributed else {
+        return Ok(None);
+    };
+    let mut cfg = cfg.clone();
+    cfg.backend = Backend::for_device(device);
+    let dp = DataParallel::new(ProcessGroup::with_config(&cfg)?);
+    dp.check_same("configuration", job.to_toml()?.as_bytes())?;
+    if let Some(bytes) = resumed {
+        dp.check_same("checkpoint", bytes)?;
+    }
+    Ok(Some(dp))
 }
 
 /// Continues the run in `out_dir` from its checkpoint. The job is the run's own configuration
@@ -68,7 +117,15 @@ pub fn resume(
         may_change.extend(["train.steps", "train.epochs"]);
     }
     check_same_run(&stored, &job, &may_change, "--resume")?;
-    run_training(&job, out_dir, Some((tensors, meta, path)), options)
+    let device = device_of(&job, options)?;
+    let dp = match options.distributed {
+        Some(_) => {
+            let bytes = std::fs::read(&path).map_err(|e| Error::file(&path, e.to_string()))?;
+            join(&job, device, options, Some(&bytes))?
+        }
+        None => None,
+    };
+    run_training(&job, out_dir, Some((tensors, meta, path)), device, dp)
 }
 
 /// Whether `job` trains the `stored` run for longer (more steps or epochs, nothing else about
@@ -104,12 +161,27 @@ fn with_overrides(stored: &JobConfig, path: &Path, overrides: &[String]) -> Resu
     JobConfig::from_document(&doc)
 }
 
-/// The device of a job: the option, else the job's setting, else CUDA when present.
-fn device_of(job: &JobConfig, option: Option<Device>) -> Result<Device> {
-    match option {
-        Some(d) => Ok(d),
-        None => crate::device::select(job.run.device.as_deref().unwrap_or("auto")),
+/// The device of a job: the option, else the job's setting, else CUDA when present; a rank of a
+/// data-parallel run on CUDA uses `cuda:LOCAL_RANK`.
+fn device_of(job: &JobConfig, options: &TrainOptions) -> Result<Device> {
+    let device = match options.device {
+        Some(d) => d,
+        None => crate::device::select(job.run.device.as_deref().unwrap_or("auto"))?,
+    };
+    match (&options.distributed, device) {
+        (Some(cfg), Device::Cuda(_)) => crate::device::select(&format!("cuda:{}", cfg.local_rank)),
+        _ => Ok(device),
     }
+}
+
+/// The job's task built on `device` from the run's seed, in the run's floating-point type.
+fn build_task(job: &JobConfig, device: Device) -> Result<Box<dyn Task>> {
+    tch::manual_seed(job.run.seed as i64);
+    let task = job.task.build(&job.run, device)?;
+    if job.run.dtype == Dtype::Float64 {
+        task.vars().root().double();
+    }
+    Ok(task)
 }
 
 type Stored = (BTreeMap<String, Tensor>, CheckpointMeta, PathBuf);
@@ -118,11 +190,12 @@ fn run_training(
     job: &JobConfig,
     out_dir: &Path,
     stored: Option<Stored>,
-    options: &TrainOptions,
+    device: Device,
+    dp: Option<Rc<DataParallel>>,
 ) -> Result<LoopOutcome> {
-    let device = device_of(job, options.device)?;
-    tch::manual_seed(job.run.seed as i64);
-    let task = job.task.build(&job.run, device)?;
+    let active = dp.as_ref().map(|dp| dp.activate());
+    let main = crate::train::is_main();
+    let task = build_task(job, device)?;
     let vs = task.vars();
     let training = task.training(&job.run)?;
     let plan = training.plan;
@@ -145,13 +218,30 @@ fn run_training(
         None => 0,
     };
     let config_toml = job.to_toml()?;
-    crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
-    tracing::info!(
-        "training {} for {} steps (from step {start}) into {} on {device:?}",
-        job.task.name(),
-        plan.steps,
-        out_dir.display()
-    );
+    if main {
+        crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
+        tracing::info!(
+            "training {} for {} steps (from step {start}) into {} on {device:?}",
+            job.task.name(),
+            plan.steps,
+            out_dir.display()
+        );
+    }
+    if let Some(dp) = &dp {
+        dp.broadcast_store(vs)?;
+        if main {
+            let ranks = dp.world_size() as i64;
+            let batch = job.run.train.batch_size;
+            tracing::info!(
+                "data-parallel on {ranks} ranks ({}): global batch {batch} (about {} per rank), \
+                 learning rate {} as for one process with batch {batch} (the ranks average their \
+                 gradients)",
+                dp.group().backend().name(),
+                batch / ranks,
+                job.run.optim.lr
+            );
+        }
+    }
     let settings = LoopSettings {
         steps: plan.steps,
         checkpoint_every: job.run.train.checkpoint_every,
@@ -167,6 +257,7 @@ fn run_training(
             .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
     };
     let mut objective = training.objective;
+    let comm_before = dp.as_ref().map(|dp| dp.communication_time());
     let outcome = match job.run.train.ema_decay {
         Some(decay) => {
             let resumed = stored.as_ref().map(|(tensors, _, _)| tensors);
@@ -177,7 +268,18 @@ fn run_training(
         }
         None => train::run(vs, &mut optimizer, &mut objective, &settings, start)?,
     };
-    if !outcome.interrupted {
+    if let (Some(dp), Some(before)) = (&dp, comm_before) {
+        if main {
+            let comm = (dp.communication_time() - before).as_secs_f64();
+            tracing::info!(
+                "communication: {comm:.1} s of {:.1} s of training ({:.1}%)",
+                outcome.seconds,
+                100.0 * comm / outcome.seconds.max(1e-9)
+            );
+        }
+    }
+    drop(active);
+    if main && !outcome.interrupted {
         task.write_pictures(&job.run, out_dir)?;
     }
     Ok(outcome)
@@ -282,8 +384,7 @@ impl Run {
             .copied()
             .collect();
         check_same_run(&stored, &job, &may_change, "--set")?;
-        tch::manual_seed(job.run.seed as i64);
-        let task = job.task.build(&job.run, device)?;
+        let task = build_task(&job, device)?;
         checkpoint::restore_vars(task.vars(), &tensors, &path)?;
         crate::train::Ema::load_into_weights(task.vars(), &tensors, weights);
         certify_for_evaluation(&task.residual_nets());

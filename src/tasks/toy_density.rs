@@ -63,6 +63,7 @@ impl TaskSpec for ToyDensityConfig {
             model,
             device,
             seed: run.seed,
+            kind: run.dtype.kind(),
         }))
     }
 }
@@ -75,6 +76,8 @@ struct ToyDensityTask {
     device: Device,
     /// The run's seed (evaluation contexts are seeded with it).
     seed: u64,
+    /// The floating-point type of the model.
+    kind: Kind,
 }
 
 /// The report of `genflow eval` on a toy-density run.
@@ -96,7 +99,8 @@ pub struct ToyDensityReport {
     pub lipschitz_target: f64,
 }
 
-/// Maximum likelihood on fresh batches from the toy density.
+/// Maximum likelihood on fresh batches from the toy density (in data-parallel training, each
+/// rank on its rows of the step's global batch).
 struct ToyObjective<'a> {
     model: &'a VectorFlow,
     density: ToyDensity,
@@ -104,6 +108,7 @@ struct ToyObjective<'a> {
     batch_size: usize,
     logdet: LogDetEstimator,
     device: Device,
+    kind: Kind,
 }
 
 impl Objective for ToyObjective<'_> {
@@ -111,13 +116,15 @@ impl Objective for ToyObjective<'_> {
         let x = self
             .density
             .sample(self.batch_size, derived_seed(self.seed, Stream::Data, step))
-            .to_kind(Kind::Float)
+            .to_kind(self.kind)
             .to_device(self.device);
+        let shard = crate::distributed::data_parallel::shard(x.size()[0])?;
+        let x = shard.rows(&x);
         let probe_seed = derived_seed(self.seed, Stream::Probe, step);
         tch::manual_seed(probe_seed as i64);
-        let mut ctx = FlowContext::train(self.logdet, probe_seed);
-        let nll = -self.model.flow.log_prob(&x, &mut ctx)?.mean(Kind::Float);
-        Ok((nll, Vec::new()))
+        let mut ctx = FlowContext::train(self.logdet, probe_seed).with_shard(shard);
+        let nll = -self.model.flow.log_prob(&x, &mut ctx)?.mean(self.kind);
+        Ok((shard.weighted(&nll), Vec::new()))
     }
 }
 
@@ -144,11 +151,12 @@ impl ToyDensityTask {
         Ok(self
             .model
             .flow
-            .sample(n, temperature, Kind::Float, self.device, &mut ctx)?
-            .to_device(Device::Cpu))
+            .sample(n, temperature, self.kind, self.device, &mut ctx)?
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float))
     }
 
-    /// Points `[n, 2]` as f32 on the model's device, or an error naming the expected shape.
+    /// Points `[n, 2]` in the model's dtype on its device, or an error naming the expected shape.
     fn points(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 2 || size[1] != DIM {
@@ -156,7 +164,7 @@ impl ToyDensityTask {
                 "a toy-density model takes points [n, {DIM}], got shape {size:?}"
             )));
         }
-        Ok(x.to_kind(Kind::Float).to_device(self.device))
+        Ok(x.to_kind(self.kind).to_device(self.device))
     }
 }
 
@@ -181,6 +189,7 @@ impl Task for ToyDensityTask {
                 batch_size: run.train.batch_size as usize,
                 logdet: self.config.train.logdet,
                 device: self.device,
+                kind: self.kind,
             }),
             plan: run.train.plan(None)?,
         })
@@ -192,7 +201,7 @@ impl Task for ToyDensityTask {
             PICTURE_SAMPLES as usize,
             derived_seed(run.seed, Stream::Test, 0),
         );
-        let mut log_density = |points: &Tensor| self.log_prob_eval(run.seed, &points.to_kind(Kind::Float));
+        let mut log_density = |points: &Tensor| self.log_prob_eval(run.seed, &points.to_kind(self.kind));
         plots::save_density_comparison(
             &mut log_density,
             &data,
@@ -209,7 +218,7 @@ impl Task for ToyDensityTask {
         let density = self.config.data.density;
         let test_size = self.config.data.test_size;
         let test = density.sample(test_size, derived_seed(run.seed, Stream::Test, 1));
-        let x = test.to_kind(Kind::Float).to_device(self.device);
+        let x = test.to_kind(self.kind).to_device(self.device);
         let test_nll = -self
             .log_prob_eval(run.seed, &x)?
             .to_kind(Kind::Double)

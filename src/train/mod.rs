@@ -6,6 +6,14 @@
 //! checkpoint, and on Ctrl-C saves a checkpoint before returning ([`LoopOutcome::interrupted`]; a
 //! second Ctrl-C exits at once with status 130, leaving the last complete checkpoint as it was).
 //!
+//! In data-parallel training ([`crate::distributed::active`]) every rank runs the loop in
+//! lockstep: the loss and metrics it logs are the ranks' means ([`global_values`]), a Ctrl-C or
+//! a spent time budget on any rank stops every rank after the same step, every rank evaluates
+//! (the same weights give the same result), the ranks check at every checkpoint that their
+//! weights (and moving averages) are identical, and only rank 0 writes the run folder: metrics
+//! (with `comm_s`, the seconds this loop spent in collectives so far), checkpoints and the best
+//! checkpoint.
+//!
 //! Besides the loop: [`checkpoint`] (the file format), [`config`] (the shared `[train]` settings),
 //! [`ema`] (a moving average of the weights) and [`run_dir`] (what a run folder holds, and
 //! starting, resuming or overwriting one).
@@ -59,15 +67,17 @@ pub trait Objective {
     fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)>;
     /// One optimiser update at step `step`. The default takes [`Objective::loss`], refuses a
     /// non-finite value ([`Error::NonFinite`], before any weight changes), backpropagates it and
-    /// steps the optimiser; objectives with several losses per step override it.
+    /// steps the optimiser (which averages the gradients over the ranks of a data-parallel run);
+    /// objectives with several losses per step override it, taking their logged values through
+    /// [`global_values`] before checking them and backpropagating with [`backward`].
     fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
         optimizer.zero_grad();
         let (loss, metrics) = self.loss(step)?;
-        let value = loss.double_value(&[]);
+        let (value, metrics) = global_values(loss.double_value(&[]), metrics)?;
         if !value.is_finite() {
             return Err(Error::NonFinite(format!("the loss became {value}")));
         }
-        loss.f_backward()?;
+        backward(&loss)?;
         let report = optimizer.step()?;
         Ok(Update {
             loss: value,
@@ -87,6 +97,40 @@ pub trait Objective {
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+}
+
+/// A step's loss and metrics as the run logs them: in data-parallel training the means over the
+/// ranks (each rank's values being its shard's means weighted by [`BatchShard::weight`], these
+/// are the global batch's), so every rank sees the same values and takes the same decisions;
+/// otherwise the values as they are.
+///
+/// [`BatchShard::weight`]: crate::seeds::BatchShard::weight
+pub fn global_values(loss: f64, metrics: Vec<(String, f64)>) -> Result<(f64, Vec<(String, f64)>)> {
+    let Some(dp) = crate::distributed::active() else {
+        return Ok((loss, metrics));
+    };
+    let values: Vec<f64> = std::iter::once(loss)
+        .chain(metrics.iter().map(|(_, v)| *v))
+        .collect();
+    let means = dp.mean(&values)?;
+    let metrics = metrics
+        .into_iter()
+        .zip(means.iter().skip(1))
+        .map(|((k, _), v)| (k, *v))
+        .collect();
+    Ok((means[0], metrics))
+}
+
+/// Backpropagates `loss`. In data-parallel training a failure (a collective inside the backward
+/// pass, e.g. batch normalisation's) becomes a diagnosis that names the ranks responsible.
+pub fn backward(loss: &Tensor) -> Result<()> {
+    loss.f_backward().map_err(|e| {
+        let e = Error::from(e);
+        match crate::distributed::active() {
+            Some(dp) => dp.backward_failed(e),
+            None => e,
+        }
+    })
 }
 
 impl<O: Objective + ?Sized> Objective for Box<O> {
@@ -189,8 +233,16 @@ pub fn resume(
         .map(|(k, v)| (k.clone(), v.shallow_clone()))
         .collect();
     optimizer.load_state_tensors(&optim_state)?;
+    if !is_main() {
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     truncate_metrics(&dir.join(METRICS_FILE), step)
+}
+
+/// Whether this process writes the run folder: rank 0 of a data-parallel run, or the only process.
+pub fn is_main() -> bool {
+    crate::distributed::active().is_none_or(|dp| dp.is_main())
 }
 
 /// Keeps only the metrics lines whose step is at most `step`.
@@ -270,6 +322,30 @@ fn previous_best(dir: &Path) -> f64 {
 /// The metrics key under which the evaluation score is logged.
 pub const SCORE_KEY: &str = "eval_score";
 
+/// Checks that the trainable weights and the objective's extra state (the moving averages) are
+/// the same on every rank: data-parallel training keeps them identical, so a difference is a
+/// bug, reported before the checkpoint is written.
+fn check_same_weights(
+    dp: &crate::distributed::DataParallel,
+    vs: &VarStore,
+    extra: Vec<(String, Tensor)>,
+) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .chain(extra)
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let tensors: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
+    dp.check_same_tensors("weights", &tensors).map_err(|e| {
+        Error::distributed(format!(
+            "{e}; data-parallel training keeps them identical, so this is a genflow bug: please \
+             report it"
+        ))
+    })
+}
+
 /// Runs steps `start_step..settings.steps` of `objective`.
 pub fn run(
     vs: &VarStore,
@@ -280,8 +356,13 @@ pub fn run(
 ) -> Result<LoopOutcome> {
     install_interrupt_handler();
     INTERRUPTED.store(false, Ordering::SeqCst);
-    std::fs::create_dir_all(&settings.out_dir)
-        .map_err(|e| Error::file(&settings.out_dir, e.to_string()))?;
+    let dp = crate::distributed::active();
+    let main = is_main();
+    let comm_before = dp.as_ref().map(|dp| dp.communication_time());
+    if main {
+        std::fs::create_dir_all(&settings.out_dir)
+            .map_err(|e| Error::file(&settings.out_dir, e.to_string()))?;
+    }
     let metrics_path = settings.out_dir.join(METRICS_FILE);
     let bar = crate::progress::bar(settings.steps, start_step, "train");
     let started = Instant::now();
@@ -308,6 +389,13 @@ pub fn run(
             .time_budget
             .is_some_and(|budget| started.elapsed() >= budget);
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        let (out_of_time, interrupted) = match &dp {
+            Some(dp) => match dp.any(&[out_of_time, interrupted])?[..] {
+                [a, b] => (a, b),
+                _ => (out_of_time, interrupted),
+            },
+            None => (out_of_time, interrupted),
+        };
         let last = done == settings.steps || out_of_time;
         let evaluation = match settings.eval_every {
             Some(every) if done % every == 0 || last => objective.evaluate(done)?,
@@ -316,8 +404,10 @@ pub fn run(
         if let Some(eval) = &evaluation {
             if eval.score < best_score {
                 best_score = eval.score;
-                let extra = objective.extra_state();
-                save_checkpoint(vs, optimizer, extra, settings, done, BEST_CHECKPOINT_FILE)?;
+                if main {
+                    let extra = objective.extra_state();
+                    save_checkpoint(vs, optimizer, extra, settings, done, BEST_CHECKPOINT_FILE)?;
+                }
             }
         }
         let event = if interrupted {
@@ -327,22 +417,32 @@ pub fn run(
         } else {
             None
         };
-        if done % settings.log_every == 0 || last || evaluation.is_some() || event.is_some() {
-            let record =
+        let logged = done % settings.log_every == 0 || last || evaluation.is_some();
+        if main && (logged || event.is_some()) {
+            let mut record =
                 metrics_record(done, &update, evaluation.as_ref(), event, settings, started);
+            if let (Some(dp), Some(before)) = (&dp, comm_before) {
+                let comm = dp.communication_time().saturating_sub(before);
+                record["comm_s"] = serde_json::json!(comm.as_secs_f64());
+            }
             append_metrics(&metrics_path, &record)?;
             bar.set_message(format!("loss {:.4}", update.loss));
         }
         bar.inc(1);
         if done % settings.checkpoint_every == 0 || last || interrupted {
-            save_checkpoint(
-                vs,
-                optimizer,
-                objective.extra_state(),
-                settings,
-                done,
-                CHECKPOINT_FILE,
-            )?;
+            if let Some(dp) = &dp {
+                check_same_weights(dp, vs, objective.extra_state())?;
+            }
+            if main {
+                save_checkpoint(
+                    vs,
+                    optimizer,
+                    objective.extra_state(),
+                    settings,
+                    done,
+                    CHECKPOINT_FILE,
+                )?;
+            }
             last_saved = done;
         }
         if interrupted || out_of_time {

@@ -115,6 +115,19 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Start N local ranks of a genflow command, e.g. `genflow launch --nproc 2 -- train --config
+    /// iresnet-mnist --out runs/mnist` (like `torchrun --standalone --nproc-per-node N`): each
+    /// rank gets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, `train` trains
+    /// data-parallel, and a rank that fails stops the others.
+    Launch {
+        /// The number of ranks (processes).
+        #[arg(long)]
+        nproc: usize,
+        /// The genflow command every rank runs (after `--`); --device and --threads given to
+        /// launch are passed on.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// List the presets shipped in the binary.
     Presets,
     /// Run the fixed benchmark workloads (median/min/max ms and peak memory per workload).
@@ -223,6 +236,7 @@ fn run(cli: Cli) -> Result<i32> {
             emit(serde_json::to_string_pretty(&report)?)?;
         }
         Command::Bench(args) => genflow::bench::cli::run_cli(&args, compute)?,
+        Command::Launch { nproc, command } => return launch(nproc, &command, compute),
         Command::Presets => {
             for p in genflow::config::PRESETS {
                 emit(format_args!("{:<34} {}", p.name, p.summary))?;
@@ -243,11 +257,13 @@ fn run(cli: Cli) -> Result<i32> {
             let options = TrainOptions {
                 force,
                 device: compute.device()?,
+                distributed: genflow::distributed::GroupConfig::from_env_if_set()?,
             };
             if print_groups {
                 let job = job.ok_or_else(|| anyhow::anyhow!("--print-groups needs --config"))?;
                 return list_groups(&job, &options).map(|()| 0);
             }
+            let main_rank = options.distributed.as_ref().is_none_or(|g| g.rank == 0);
             let outcome = match (resume, &job) {
                 (true, job) => tasks::resume(&out, job.as_ref(), &overrides, &options)?,
                 (false, Some(job)) => tasks::train(job, &out, &options)?,
@@ -255,6 +271,9 @@ fn run(cli: Cli) -> Result<i32> {
             };
             if outcome.interrupted {
                 return Ok(EXIT_INTERRUPTED);
+            }
+            if !main_rank {
+                return Ok(0);
             }
             tracing::info!(
                 "done: step {} loss {:.4} in {:.1}s; pictures in {}",
@@ -346,6 +365,26 @@ fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `genflow launch`: runs `command` on `nproc` local ranks of this genflow, passing on the global
+/// flags, and exits with the status of the rank that failed first (0 when all succeeded). Ctrl-C
+/// reaches the ranks from the terminal (each saves a checkpoint and stops after the same step);
+/// the launcher itself waits for them.
+fn launch(nproc: usize, command: &[String], compute: &ComputeArgs) -> Result<i32> {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(device) = &compute.device {
+        args.extend(["--device".into(), device.clone()]);
+    }
+    if let Some(threads) = compute.threads {
+        args.extend(["--threads".into(), threads.to_string()]);
+    }
+    args.extend(command.iter().cloned());
+    // The ranks handle Ctrl-C themselves; the launcher must outlive them.
+    ctrlc::set_handler(|| {})?;
+    let me = std::env::current_exe()?;
+    let status = genflow::distributed::launch::launch_local(nproc, me, &args)?;
+    Ok(status.code().unwrap_or(1))
 }
 
 /// `train --print-groups`: every parameter of the job's model with its optimiser group.
