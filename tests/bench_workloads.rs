@@ -269,3 +269,30 @@ fn scaling_plot_is_a_png_of_the_requested_size() {
     let err = ScalingTable::load(&bad).unwrap_err().to_string();
     assert!(err.contains("bad.json"), "{err}");
 }
+
+#[test]
+fn allreduce_runs_on_two_ranks_only_when_named() {
+    let _guard = lock();
+    assert!(!Workload::ALL.contains(&Workload::Allreduce));
+    let c = config_from(&["--workload", "allreduce"]).unwrap();
+    assert_eq!(c.workloads, vec![Workload::Allreduce]);
+    let config = BenchConfig {
+        workloads: vec![Workload::Allreduce],
+        allreduce_mb: vec![0.01, 0.02],
+        ..BenchConfig::tiny()
+    };
+    let report = run(&config).unwrap();
+    let names: Vec<&str> = report.workloads.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["allreduce-0.01MB", "allreduce-0.02MB"]);
+    for w in &report.workloads {
+        let (med, min, max) = (w.median.unwrap(), w.min.unwrap(), w.max.unwrap());
+        assert!(0.0 < min && min <= med && med <= max, "{w:?}");
+        assert_eq!(w.samples, 2);
+        assert_eq!(w.extra["ranks"], 2);
+        assert_eq!(
+            w.extra["bytes"],
+            (w.extra["mb"].as_f64().unwrap() * 1e6) as u64
+        );
+        assert!(w.extra["algbw_gb_s"].as_f64().unwrap() > 0.0, "{w:?}");
+    }
+}

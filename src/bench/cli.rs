@@ -16,7 +16,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Run only this workload (repeatable): block-step, block-forward, block-inverse,
-    /// logdet-terms, toy-step, mnist-step, matmul-1024. Default: all.
+    /// logdet-terms, toy-step, mnist-step, matmul-1024, or allreduce (1, 10, 100 MB over Gloo on
+    /// 2 local ranks; only when named). Default: all but allreduce.
     #[arg(long = "workload", value_name = "NAME")]
     pub workloads: Vec<String>,
     /// Jacobian products of the block log-det: tangent (first-order) or vjp (double backward).

@@ -13,6 +13,7 @@
 //! | `toy-step` | the `iresnet-toy` preset's model (10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, 1 power iteration), batch 500, exact log-det: a training step |
 //! | `mnist-step` | a training step of the `iresnet-mnist` preset's model ([`workloads::mnist_model`]), batch 64, Russian-roulette log-det |
 //! | `matmul-1024` | a 1024 x 1024 matmul: the GFLOP/s ceiling of the same libtorch on this machine |
+//! | `allreduce` | only when named (`--workload allreduce`): an all-reduce (f32 sum) of 1, 10 and 100 MB over Gloo on 2 local ranks (two threads of this process, each with its own process group, connected over TCP loopback), measured by [`crate::distributed::bench::allreduce_bandwidth`] like `benches/allreduce-compare` measures both implementations; one result per size (`allreduce-1MB`, ...) with its bandwidth |
 //!
 //! `benches/pytorch/iresnet_bench.py` runs the same workloads in PyTorch with the official i-ResNet
 //! estimator (double backward) and with tangent passes, printing the same JSON, and
@@ -65,6 +66,8 @@ pub enum Workload {
     MnistStep,
     /// `matmul-1024`: the matmul ceiling in GFLOP/s.
     Matmul,
+    /// `allreduce`: all-reduce bandwidth over Gloo on 2 local ranks (run only when named).
+    Allreduce,
 }
 
 impl Workload {
@@ -79,6 +82,10 @@ impl Workload {
         Workload::Matmul,
     ];
 
+    /// Workloads that run only when named: `allreduce` (it starts a second rank, and has no
+    /// counterpart in `benches/pytorch/iresnet_bench.py`; `benches/allreduce-compare` compares it).
+    pub const ON_REQUEST: [Workload; 1] = [Workload::Allreduce];
+
     /// The command-line and JSON name.
     pub fn name(self) -> &'static str {
         match self {
@@ -89,6 +96,7 @@ impl Workload {
             Workload::ToyStep => "toy-step",
             Workload::MnistStep => "mnist-step",
             Workload::Matmul => "matmul-1024",
+            Workload::Allreduce => "allreduce",
         }
     }
 }
@@ -96,16 +104,14 @@ impl Workload {
 impl FromStr for Workload {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Workload::ALL
-            .into_iter()
-            .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
-                Error::config(format!(
-                    "unknown workload '{s}'; choose one of {}",
-                    names.join(", ")
-                ))
-            })
+        let known = || Workload::ALL.into_iter().chain(Workload::ON_REQUEST);
+        known().find(|w| w.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = known().map(|w| w.name()).collect();
+            Error::config(format!(
+                "unknown workload '{s}'; choose one of {}",
+                names.join(", ")
+            ))
+        })
     }
 }
 
@@ -184,6 +190,8 @@ pub struct BenchConfig {
     pub inverse: FixedPointConfig,
     /// Size of the square matmul workload.
     pub matmul_n: i64,
+    /// Message sizes of `allreduce`, MB (10^6 bytes).
+    pub allreduce_mb: Vec<f64>,
     /// Untimed runs before the samples.
     pub warmup: usize,
     /// Timed runs per workload.
@@ -207,6 +215,7 @@ impl Default for BenchConfig {
             mnist_batch: 64,
             inverse: FixedPointConfig::default(),
             matmul_n: 1024,
+            allreduce_mb: vec![1.0, 10.0, 100.0],
             warmup: 2,
             samples: 5,
             threads: 0,
@@ -235,6 +244,7 @@ impl BenchConfig {
             },
             mnist_batch: 1,
             matmul_n: 32,
+            allreduce_mb: vec![0.01],
             warmup: 1,
             samples: 2,
             ..Default::default()
@@ -254,10 +264,14 @@ impl BenchConfig {
             self.mnist_batch,
             self.matmul_n,
         ];
-        if positive.iter().any(|&v| v < 1) || b.terms == 0 || self.toy.blocks == 0 {
+        let sizes_ok = self
+            .allreduce_mb
+            .iter()
+            .all(|&mb| mb > 0.0 && mb.is_finite());
+        if positive.iter().any(|&v| v < 1) || b.terms == 0 || self.toy.blocks == 0 || !sizes_ok {
             return Err(Error::config(format!(
-                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}",
-                self.toy, self.mnist_batch, self.matmul_n
+                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}, all-reduce {:?} MB",
+                self.toy, self.mnist_batch, self.matmul_n, self.allreduce_mb
             )));
         }
         if self.samples == 0 {
@@ -389,6 +403,9 @@ impl fmt::Display for BenchReport {
                     )?;
                     if let Some(cpu) = w.cpu_median {
                         write!(f, "  cpu {cpu:9.2}")?;
+                    }
+                    if let Some(bw) = w.extra.get("algbw_gb_s").and_then(|v| v.as_f64()) {
+                        write!(f, "  {bw:7.3} GB/s")?;
                     }
                     match w.peak_rss_mb {
                         Some(rss) => writeln!(f, "  peak RSS {rss:7.1} MB")?,

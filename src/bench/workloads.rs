@@ -39,6 +39,7 @@ pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<Work
         Workload::ToyStep => vec![model_step(config, "toy-step", toy_model)?],
         Workload::MnistStep => vec![model_step(config, "mnist-step", mnist_model)?],
         Workload::Matmul => vec![matmul(config)?],
+        Workload::Allreduce => allreduce(config)?,
     })
 }
 
@@ -304,6 +305,69 @@ fn matmul(config: &BenchConfig) -> Result<WorkloadResult> {
         .with("gflops", median)
         .with("gflops_max", best)
         .with("n", n))
+}
+
+/// Ranks of the `allreduce` workload.
+const ALLREDUCE_RANKS: usize = 2;
+
+/// `allreduce`: [`ALLREDUCE_RANKS`] ranks in threads of this process, each with its own Gloo
+/// process group over TCP loopback, time `config.samples` all-reduces of each size (after
+/// [`crate::distributed::bench::WARMUP`] untimed ones); one result per size, from rank 0 (a
+/// round's time is the slowest rank's).
+fn allreduce(config: &BenchConfig) -> Result<Vec<WorkloadResult>> {
+    use crate::distributed::{bench, launch::free_port, Backend, ProcessGroup};
+    let port = free_port()?;
+    let timeout = std::time::Duration::from_secs(120);
+    let ranks: Vec<_> = (0..ALLREDUCE_RANKS)
+        .map(|rank| {
+            let (sizes, rounds) = (config.allreduce_mb.clone(), config.samples);
+            std::thread::spawn(move || -> Result<Vec<bench::BandwidthRow>> {
+                let pg = ProcessGroup::new(
+                    rank,
+                    ALLREDUCE_RANKS,
+                    "127.0.0.1",
+                    port,
+                    Backend::Gloo,
+                    timeout,
+                )?;
+                bench::allreduce_bandwidth(&pg, &sizes, rounds)
+            })
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (rank, handle) in ranks.into_iter().enumerate() {
+        let result = handle
+            .join()
+            .map_err(|_| Error::distributed(format!("all-reduce bench rank {rank} panicked")))??;
+        if rank == 0 {
+            rows = result;
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let ms = |s: f64| Some(s * 1e3);
+            WorkloadResult {
+                name: format!("allreduce-{}MB", row.mb),
+                unit: Some("ms".into()),
+                median: ms(row.median_s),
+                min: ms(row.min_s),
+                max: ms(row.max_s),
+                samples: row.rounds,
+                cpu_median: None,
+                peak_rss_mb: None,
+                rss_increase_mb: None,
+                skipped: None,
+                extra: Default::default(),
+            }
+            .with("mb", row.mb)
+            .with("bytes", row.bytes)
+            .with("ranks", ALLREDUCE_RANKS)
+            .with("backend", "gloo")
+            .with("algbw_gb_s", row.algbw_gb_s)
+            .with("busbw_gb_s", row.busbw_gb_s)
+        })
+        .collect())
 }
 
 impl std::fmt::Debug for StepModel {

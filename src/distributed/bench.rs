@@ -26,6 +26,8 @@ pub struct BandwidthRow {
     pub median_s: f64,
     /// Fastest round, seconds.
     pub min_s: f64,
+    /// Slowest round, seconds.
+    pub max_s: f64,
     /// Algorithm bandwidth: bytes / median time, in GB/s (10^9 bytes).
     pub algbw_gb_s: f64,
     /// Bus bandwidth: algbw * 2 (n-1) / n, what each link carries in a ring all-reduce.
@@ -86,6 +88,7 @@ pub fn allreduce_bandwidth(
             rounds,
             median_s,
             min_s: slowest[0],
+            max_s: slowest[rounds - 1],
             algbw_gb_s: algbw,
             busbw_gb_s: if n > 1.0 {
                 algbw * 2.0 * (n - 1.0) / n
