@@ -9,8 +9,10 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use genflow::train::checkpoint;
 use tch::{Kind, Tensor};
@@ -210,4 +212,163 @@ fn classifier_with_batch_norm_on_two_ranks_equals_one_process() {
         ],
         &["running_mean", "running_var", "actnorms"],
     );
+}
+
+/// The pids of `parent`'s child processes.
+fn children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{parent}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    pids
+}
+
+/// The process among `pids` whose environment has `RANK=<rank>`.
+fn rank_pid(pids: &[u32], rank: usize) -> Option<u32> {
+    let want = format!("RANK={rank}");
+    pids.iter().copied().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .map(|env| env.split(|&b| b == 0).any(|v| v == want.as_bytes()))
+            .unwrap_or(false)
+    })
+}
+
+/// The last step logged in a run's metrics.
+fn last_step(run: &Path) -> u64 {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["step"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Collects a child's pipe in a thread.
+fn collect(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+#[test]
+fn a_killed_rank_is_named_by_the_other_and_resume_on_two_ranks_finishes_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let steps = 80;
+    let steps_setting = format!("train.steps={steps}");
+    let settings = [
+        "model.blocks=2",
+        "model.hidden=[32, 32]",
+        "train.batch_size=256",
+        "train.checkpoint_every=5",
+        "train.log_every=1",
+        "data.test_size=64",
+        steps_setting.as_str(),
+    ];
+    let mut launcher = genflow()
+        .args(["launch", "--nproc", "2", "--", "train"])
+        .args(args("iresnet-toy", &run, &settings))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, err) = (
+        collect(launcher.stdout.take().unwrap()),
+        collect(launcher.stderr.take().unwrap()),
+    );
+    // Wait until the run is under way, with a checkpoint written.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while last_step(&run) < 5 {
+        assert!(Instant::now() < deadline, "the run did not reach step 5");
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the run ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let victim = rank_pid(&children(launcher.id()), 1).expect("rank 1's process");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The other rank must stop, naming rank 1, within 60 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = launcher.kill();
+            panic!("the ranks did not stop within 60 s of rank 1's death");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
+    assert!(!status.success(), "{text}");
+    let named = text
+        .lines()
+        .any(|l| l.starts_with("[rank 0] error:") && l.contains("rank 1 (pid"));
+    assert!(named, "rank 0 did not name rank 1:\n{text}");
+    let stopped_at = last_step(&run);
+    assert!(stopped_at < steps, "the run finished before the kill");
+
+    // Resumed on two ranks from the last checkpoint, the run finishes.
+    let resume = [
+        "--resume".to_string(),
+        "--out".to_string(),
+        run.display().to_string(),
+    ];
+    let log = train(2, &resume);
+    assert!(log.contains("data-parallel on 2 ranks"), "{log}");
+    assert!(
+        log.contains(&format!("from step {}", stopped_at - stopped_at % 5)),
+        "{log}"
+    );
+    assert_eq!(last_step(&run), steps, "{log}");
+}
+
+#[test]
+fn ranks_started_like_torchrun_with_different_configurations_refuse_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let port = genflow::distributed::launch::free_port().unwrap();
+    let rank = |rank: usize, steps: &str| {
+        genflow()
+            .env("RANK", rank.to_string())
+            .env("LOCAL_RANK", rank.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .env("GENFLOW_DIST_TIMEOUT", "60")
+            .arg("train")
+            .args(args("iresnet-toy", &run, &["model.blocks=1", steps]))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let ranks = [rank(0, "train.steps=5"), rank(1, "train.steps=6")];
+    for (r, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "rank {r} trained:\n{err}");
+        assert!(
+            err.contains("the configuration differs between ranks: rank 1 has"),
+            "rank {r}:\n{err}"
+        );
+    }
+    assert!(!run.join("checkpoint.safetensors").exists());
 }

@@ -27,6 +27,21 @@
 //! The context is per thread (like the training loop): [`DataParallel::activate`] installs it
 //! until the returned guard is dropped, so tests that train in parallel threads do not meet each
 //! other's contexts.
+//!
+//! # A new task family
+//!
+//! A task trained through `crate::tasks` gets the group, the broadcast, the rank-0-only writes,
+//! the logged means and the gradient average (in every [`crate::optim::Optimizer`] it steps)
+//! without code of its own. For its training to be that of one process with the global batch,
+//! its objective:
+//! - reads [`shard`]`(global rows)` and computes on [`BatchShard::rows`] of each global batch,
+//!   returning means times [`BatchShard::weight`] ([`BatchShard::weighted`]);
+//! - draws per-row randomness (latent codes, noise) with [`BatchShard::draw`], after seeding
+//!   libtorch's generator alike on every rank (from the step, as every task does);
+//! - normalises batches with [`crate::nn::BatchNorm`] rather than `tch::nn::BatchNorm`;
+//! - when it overrides `Objective::update`, passes its logged values through
+//!   `crate::train::global_values` before checking them, and backpropagates with
+//!   `crate::train::backward`.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
