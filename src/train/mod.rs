@@ -456,7 +456,9 @@ pub fn run(
                 )
             };
             bar.abandon_with_message(message.clone());
-            tracing::warn!("{message}");
+            if main {
+                tracing::warn!("{message}");
+            }
             return Ok(LoopOutcome {
                 last_step: done,
                 interrupted,
