@@ -164,14 +164,14 @@ fn image_flow_on_two_ranks_equals_one_process() {
     let tmp = tempfile::tempdir().unwrap();
     common::write_digits(tmp.path());
     let data = format!("data.dir=\"{}\"", tmp.path().display());
-    // 100 images in batches of 32: the last batch of each epoch (4 images) is split 2 + 2, and
-    // 20 steps cross five epochs. Stochastic log-det (Hutchinson probes) and dequantisation
-    // noise are drawn per row.
+    // 101 images in batches of 32: the ranks split the last batch of each epoch (5 images) 3 + 2
+    // and weight their means accordingly, and 20 steps cross five epochs. Stochastic log-det
+    // (Hutchinson probes) and dequantisation noise are drawn per row.
     one_process_equals_two_ranks(
         "iresnet-digits",
         &[
             &data,
-            "data.train_subset=100",
+            "data.train_subset=101",
             "data.test_size=16",
             "model.scales=[1, 1]",
             "model.hidden=8",
@@ -371,4 +371,48 @@ fn ranks_started_like_torchrun_with_different_configurations_refuse_to_start() {
         );
     }
     assert!(!run.join("checkpoint.safetensors").exists());
+}
+
+#[test]
+fn shards_cover_the_batch_in_rank_order_and_draw_the_global_rows() {
+    use genflow::seeds::BatchShard;
+    for (ranks, global) in [(2, 5), (3, 64), (4, 4), (3, 7)] {
+        let shards: Vec<BatchShard> = (0..ranks)
+            .map(|r| BatchShard::of(r, ranks, global))
+            .collect();
+        let mut next = 0;
+        for s in &shards {
+            assert_eq!(s.offset, next);
+            assert!(
+                s.len == global / ranks || s.len == global / ranks + 1,
+                "{s:?}"
+            );
+            next += s.len;
+        }
+        assert_eq!(next, global);
+        let mean_weight: f64 = shards.iter().map(|s| s.weight()).sum::<f64>() / ranks as f64;
+        assert!((mean_weight - 1.0).abs() < 1e-15);
+    }
+    let whole = BatchShard::whole(6);
+    assert!(whole.is_whole() && whole.weight() == 1.0);
+    let rows = Tensor::arange(10, (Kind::Int64, tch::Device::Cpu)).reshape([5, 2]);
+    let s = BatchShard::of(1, 2, 5);
+    assert_eq!(
+        Vec::<i64>::try_from(s.rows(&rows).reshape([-1])).unwrap(),
+        [4, 5, 6, 7, 8, 9]
+    );
+    // A per-row draw for the shard's rows is the global draw's rows.
+    let global = |shape: &[i64]| {
+        Tensor::arange(
+            shape.iter().product::<i64>(),
+            (Kind::Int64, tch::Device::Cpu),
+        )
+        .reshape(shape)
+    };
+    assert_eq!(
+        Vec::<i64>::try_from(s.draw(&[3, 2], global).reshape([-1])).unwrap(),
+        [4, 5, 6, 7, 8, 9]
+    );
+    // A shape that is not the shard's rows is drawn as it is.
+    assert_eq!(s.draw(&[2, 2], global).size(), [2, 2]);
 }
