@@ -226,7 +226,7 @@ impl Task for ImageDensityTask {
         let (x_hat, _) = self.model.reconstruct(&x, &mut ctx)?;
         let both = Tensor::cat(&[self.to_intensities(&x), self.to_intensities(&x_hat)], 0);
         plots::save_image_grid(&both, 8, &out_dir.join("reconstructions.png"))?;
-        super::write_curves(out_dir, "i-ResNet density: loss and test bits/dim")
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, _run: &RunConfig) -> Result<serde_json::Value> {
@@ -268,6 +268,10 @@ impl Task for ImageDensityTask {
 
     fn invertible(&self) -> Option<&dyn Invertible> {
         Some(self)
+    }
+
+    fn reference_data(&self) -> Option<&ImageDataConfig> {
+        Some(&self.config.data)
     }
 }
 
