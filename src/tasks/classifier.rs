@@ -177,7 +177,7 @@ impl Task for ClassifierTask {
             dataset: self.config.data.dataset.to_string(),
             test_images: test.len(),
             test_accuracy: accuracy,
-            invertibility: InvertibilityReport::new(err, &ctx.inverse_stats, &self.residual_nets())?,
+            invertibility: InvertibilityReport::new(err, n, &ctx, &self.residual_nets())?,
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
     }

@@ -2,8 +2,8 @@
 //! trained run to evaluate it, sample from it or use it on new data.
 
 use super::{
-    certify_for_evaluation, quality, DataKind, ItemConvergence, JobConfig, LogProb, SampleOptions,
-    Task,
+    certify_for_evaluation, lipschitz_max, quality, DataKind, InvertibilityReport, ItemConvergence,
+    JobConfig, LogProb, SampleOptions, Task,
 };
 use crate::config::ConfigDocument;
 use crate::optim::Optimizer;
@@ -262,6 +262,9 @@ pub struct EvalOptions {
     pub samples: Option<i64>,
     /// A feature-classifier run to use instead of the data set's cached feature network.
     pub feature_net: Option<PathBuf>,
+    /// Make an inverse that did not converge, or a block with `Lip(g) >= 1`, an error instead of
+    /// a warning.
+    pub strict: bool,
 }
 
 impl Run {
@@ -310,6 +313,20 @@ impl Run {
         })
     }
 
+    /// Warns when a residual block of the loaded model has `Lip(g) >= 1` (its inverse and
+    /// samples are then not guaranteed); returns the largest bound.
+    pub fn check_lipschitz(&self) -> Result<f64> {
+        let lip = lipschitz_max(&self.task.residual_nets())?;
+        if !(lip < 1.0) && !self.task.residual_nets().is_empty() {
+            tracing::warn!(
+                "a residual block of {} has Lip(g) = {lip:.6} >= 1: its inverse and samples are not \
+                 guaranteed",
+                self.dir.display()
+            );
+        }
+        Ok(lip)
+    }
+
     /// The task behind the run.
     pub fn task(&self) -> &dyn Task {
         self.task.as_ref()
@@ -330,6 +347,17 @@ impl Run {
     /// keys added to the report).
     pub fn evaluate_with(&self, options: &EvalOptions) -> Result<serde_json::Value> {
         let mut report = self.evaluate()?;
+        if let Ok(inverse) = serde_json::from_value::<InvertibilityReport>(report.clone()) {
+            if let Some(problem) = inverse.warning() {
+                if options.strict {
+                    return Err(Error::NonFinite(format!(
+                        "{}: {problem}",
+                        self.dir.display()
+                    )));
+                }
+                tracing::warn!("{problem}");
+            }
+        }
         let samples = options.samples.unwrap_or(quality::DEFAULT_SAMPLES);
         if let (Some(data), true) = (self.task.reference_data(), samples > 0) {
             let images = self.sample(Some(samples), None, None)?;

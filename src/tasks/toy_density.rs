@@ -260,7 +260,8 @@ impl Task for ToyDensityTask {
             nll_gap_nats: true_nll.map(|t| test_nll - t),
             invertibility: InvertibilityReport::new(
                 round_trip_err,
-                &ctx.inverse_stats,
+                test_size as i64,
+                &ctx,
                 &self.residual_nets(),
             )?,
             lipschitz_target: model.spectral.coeff.powi(model.hidden.len() as i32 + 1),

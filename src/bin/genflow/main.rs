@@ -72,6 +72,10 @@ enum Command {
         /// cached feature network.
         #[arg(long, value_name = "DIR")]
         features: Option<PathBuf>,
+        /// Fail (exit 1) when an inverse did not converge or a block has Lip(g) >= 1, instead of
+        /// warning.
+        #[arg(long)]
+        strict: bool,
     },
     /// Sample quality of your images against a data set: FD, KID, precision and recall on
     /// genflow's feature network of that data set.
@@ -310,6 +314,7 @@ fn run(cli: Cli) -> Result<i32> {
             overrides,
             samples,
             features,
+            strict,
         } => {
             let weights = if live_weights {
                 Weights::Live
@@ -323,6 +328,7 @@ fn run(cli: Cli) -> Result<i32> {
             let options = EvalOptions {
                 samples: Some(samples),
                 feature_net: features,
+                strict,
             };
             let report = run.evaluate_with(&options)?;
             // the run folder keeps the evaluation for its report page, where it can be written
@@ -370,6 +376,7 @@ fn run(cli: Cli) -> Result<i32> {
             temperature,
         } => {
             let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            run.check_lipschitz()?;
             let samples = run.sample(n, seed, temperature)?;
             files::write_items(run.data_kind(), &out, &samples, None)?;
             emit(format_args!(
