@@ -167,6 +167,8 @@ fn run_training(
             .train
             .max_minutes
             .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        on_nan: job.run.train.on_nan,
+        max_rollbacks: job.run.train.max_rollbacks,
     };
     let mut objective = training.objective;
     let outcome = match job.run.train.ema_decay {
