@@ -319,7 +319,7 @@ impl Run {
     /// samples are then not guaranteed); returns the largest bound.
     pub fn check_lipschitz(&self) -> Result<f64> {
         let lip = lipschitz_max(&self.task.residual_nets())?;
-        if !(lip < 1.0) && !self.task.residual_nets().is_empty() {
+        if (lip.is_nan() || lip >= 1.0) && !self.task.residual_nets().is_empty() {
             tracing::warn!(
                 "a residual block of {} has Lip(g) = {lip:.6} >= 1: its inverse and samples are not \
                  guaranteed",
