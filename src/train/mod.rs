@@ -411,7 +411,7 @@ pub fn run(
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         let last = done == settings.steps || out_of_time;
         let evaluation = match settings.eval_every {
-            Some(every) if done % every == 0 || last => objective.evaluate(done)?,
+            Some(every) if done.is_multiple_of(every) || last => objective.evaluate(done)?,
             _ => None,
         };
         if let Some(eval) = &evaluation {
@@ -428,14 +428,18 @@ pub fn run(
         } else {
             None
         };
-        if done % settings.log_every == 0 || last || evaluation.is_some() || event.is_some() {
+        if done.is_multiple_of(settings.log_every)
+            || last
+            || evaluation.is_some()
+            || event.is_some()
+        {
             let record =
                 metrics_record(done, &update, evaluation.as_ref(), event, settings, started);
             append_metrics(&metrics_path, &record)?;
             bar.set_message(format!("loss {:.4}", update.loss));
         }
         bar.inc(1);
-        if done % settings.checkpoint_every == 0 || last || interrupted {
+        if done.is_multiple_of(settings.checkpoint_every) || last || interrupted {
             save_checkpoint(
                 vs,
                 optimizer,
