@@ -127,7 +127,8 @@ fn a_nan_step_rolls_back_to_the_last_checkpoint_and_the_run_finishes() {
     // rate is halved from the rollback on
     let steps: Vec<u64> = lines
         .iter()
-        .filter_map(|l| l["event"].is_null().then(|| l["step"].as_u64().unwrap()))
+        .filter(|l| l["event"].is_null())
+        .map(|l| l["step"].as_u64().unwrap())
         .collect();
     let want: Vec<u64> = (1..=7).chain(9..=20).collect();
     assert_eq!(steps, want);
