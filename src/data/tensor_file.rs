@@ -122,7 +122,9 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, St
             format!("not a safetensors file, or corrupt or truncated: {e}"),
         )
     })?;
+    let metadata = metadata.metadata().clone().unwrap_or_default();
     let mut tensors = BTreeMap::new();
+    let mut buffers = Vec::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
             Error::file(
@@ -131,7 +133,25 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, St
             )
         })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+        tensors.insert(
+            name.clone(),
+            Tensor::f_from_data_size(view.data(), &shape, kind)?,
+        );
+        buffers.push((
+            name,
+            view.dtype(),
+            view.shape().to_vec(),
+            view.data().to_vec(),
+        ));
     }
-    Ok((tensors, metadata.metadata().clone().unwrap_or_default()))
+    if let Some(stored) = metadata.get(CHECKSUM_KEY) {
+        if *stored != checksum(&buffers) {
+            return Err(Error::file(
+                path,
+                "corrupt: its tensors do not match the checksum stored with them (the file was \
+                 damaged after it was written)",
+            ));
+        }
+    }
+    Ok((tensors, metadata))
 }
