@@ -246,7 +246,7 @@ fn damaged_truncated_foreign_and_mismatched_checkpoints_are_refused() {
     genflow::data::tensor_file::save(&path, &tensors, metadata).unwrap();
     let err = eval_error(&dir);
     assert!(
-        err.contains("blocks.2") && err.contains("disagree"),
+        err.contains("s.2.") && err.contains("disagree"),
         "{err}"
     );
 }
