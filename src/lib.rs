@@ -17,7 +17,7 @@
 //! models                                     vector flow, image flow, classifier
 //! flows                                      Transform, the layer registry, Flow
 //! nn  distributions  optim  data  plots  metrics
-//! linalg  device  fs  progress  seeds  error
+//! linalg  device  fs  progress  seeds  limits  error
 //! ```
 pub mod bench;
 pub mod config;
@@ -28,6 +28,7 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod fs;
+pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod models;

@@ -245,10 +245,7 @@ fn damaged_truncated_foreign_and_mismatched_checkpoints_are_refused() {
     let tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
     genflow::data::tensor_file::save(&path, &tensors, metadata).unwrap();
     let err = eval_error(&dir);
-    assert!(
-        err.contains("s.2.") && err.contains("disagree"),
-        "{err}"
-    );
+    assert!(err.contains("s.2.") && err.contains("disagree"), "{err}");
 }
 
 #[test]

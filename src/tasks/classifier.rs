@@ -48,7 +48,7 @@ impl TaskSpec for ClassifierTaskConfig {
         self.data.validate()?;
         self.model
             .validate()
-            .map_err(|e| Error::config(format!("model: {e}")))
+            .map_err(|e| e.context("model"))
     }
 
     fn build(&self, run: &RunConfig, device: Device) -> Result<Box<dyn Task>> {

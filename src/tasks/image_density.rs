@@ -52,7 +52,7 @@ impl TaskSpec for ImageDensityConfig {
         self.data.validate()?;
         self.model
             .validate()
-            .map_err(|e| Error::config(format!("model: {e}")))?;
+            .map_err(|e| e.context("model"))?;
         self.eval.validate()?;
         self.train.logdet.validate()
     }

@@ -38,7 +38,7 @@ const EVAL_MAY_CHANGE: &[&str] = &["eval", "data.test_size"];
 /// Trains `job` from scratch into `out_dir`. A folder that already holds a run is refused unless
 /// `options.force` ([`run_dir::prepare_new`]).
 pub fn train(job: &JobConfig, out_dir: &Path, options: &TrainOptions) -> Result<LoopOutcome> {
-    run_dir::prepare_new(out_dir, options.force, job.task.outputs())?;
+    run_dir::check_new(out_dir, options.force)?;
     run_training(job, out_dir, None, options)
 }
 
@@ -146,6 +146,11 @@ fn run_training(
         }
         None => 0,
     };
+    if stored.is_none() {
+        // only now that the model and its data are ready: a failing configuration leaves the
+        // folder (and, with --force, the old run) as it was
+        run_dir::prepare_new(out_dir, options.force, job.task.outputs())?;
+    }
     let config_toml = job.to_toml()?;
     crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
     tracing::info!(
@@ -394,6 +399,7 @@ impl Run {
                 "the number of samples must be at least 1, got {n}"
             )));
         }
+        crate::limits::check("the number of samples", n, crate::limits::MAX_ITEMS)?;
         if let Some(t) = temperature {
             if !(t.is_finite() && t >= 0.0) {
                 return Err(Error::config(format!(

@@ -101,6 +101,11 @@ impl TrainConfig {
                 return Err(Error::config(format!("{key} must be positive, got {v}")));
             }
         }
+        crate::limits::check(
+            "train.batch_size",
+            self.batch_size,
+            crate::limits::MAX_BATCH,
+        )?;
         if let Some(d) = self.ema_decay {
             if !(0.0..1.0).contains(&d) {
                 return Err(Error::config(format!(

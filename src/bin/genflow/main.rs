@@ -1,6 +1,7 @@
 //! The `genflow` command line: parse flags, validate them into a configuration, call the library.
 //!
-//! Every failure is one line on stderr and exit status 1; Ctrl-C during training saves a
+//! Every failure is one line on stderr and exit status 1 (2 for flags the command line does not
+//! take); Ctrl-C during training saves a
 //! checkpoint and exits with status 130; output into a closed pipe (`genflow linalg check | head`)
 //! ends quietly.
 
@@ -66,7 +67,7 @@ enum Command {
         overrides: Vec<String>,
         /// Samples drawn for the sample-quality metrics of image generators (FD, KID,
         /// precision, recall); 0 skips them.
-        #[arg(long, default_value_t = genflow::tasks::quality::DEFAULT_SAMPLES)]
+        #[arg(long, default_value_t = genflow::tasks::quality::DEFAULT_SAMPLES, allow_negative_numbers = true)]
         samples: i64,
         /// A feature-classifier run folder to compute them with, instead of the data set's
         /// cached feature network.
@@ -211,7 +212,18 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
-    let code = match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's message, folded onto one line, without the usage block
+            let text = e.to_string();
+            let message = text.split("\n\nUsage:").next().unwrap_or(&text);
+            eprintln!("{} (see genflow --help)", one_line(message));
+            std::process::exit(2);
+        }
+    };
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) if is_closed_pipe(&e) => 0,
         Err(e) => {
