@@ -9,13 +9,15 @@
 //!
 //! ```text
 //! bench                                      benchmarks of the models
-//! tasks                                      the Task trait, the task registry, train / open runs
+//! tasks                                      the Task trait, the task registry, train / open runs,
+//!                                            sample quality on genflow's feature networks
+//! report                                     the report page of a run folder
 //! config                                     run-level settings, presets, configuration documents
 //! train                                      the loop, checkpoints, run folders, moving averages
 //! models                                     vector flow, image flow, classifier
 //! flows                                      Transform, the layer registry, Flow
 //! nn  distributions  optim  data  plots  metrics
-//! linalg  device  fs  progress  seeds  error
+//! linalg  device  fs  progress  seeds  limits  error
 //! ```
 pub mod bench;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod fs;
+pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod models;
@@ -33,6 +36,7 @@ pub mod nn;
 pub mod optim;
 pub mod plots;
 pub mod progress;
+pub mod report;
 pub mod seeds;
 pub mod tasks;
 pub mod train;

@@ -24,7 +24,7 @@
 //! deterministic function of the weights then stay identical on every rank without
 //! communication, because the weights do.
 //!
-//! The context is per thread (like the training loop): [`DataParallel::activate`] installs it
+//! The context is per thread (like the training loop): [`activate`] installs it
 //! until the returned guard is dropped, so tests that train in parallel threads do not meet each
 //! other's contexts.
 //!
@@ -61,6 +61,13 @@ thread_local! {
 /// The data-parallel context this thread trains under, if any.
 pub fn active() -> Option<Rc<DataParallel>> {
     ACTIVE.with(|a| a.borrow().clone())
+}
+
+/// Makes `dp` the [`active`] context on this thread while the guard lives; `None` makes none
+/// active (a single-process training started inside another's keeps to itself).
+pub fn activate(dp: Option<Rc<DataParallel>>) -> Activation {
+    let previous = ACTIVE.with(|a| std::mem::replace(&mut *a.borrow_mut(), dp));
+    Activation { previous }
 }
 
 /// This rank's shard of a global batch of `global` rows under the [`active`] context; the whole
@@ -102,8 +109,7 @@ impl DataParallel {
 
     /// Makes this context the [`active`] one on this thread while the guard lives.
     pub fn activate(self: &Rc<Self>) -> Activation {
-        let previous = ACTIVE.with(|a| a.borrow_mut().replace(self.clone()));
-        Activation { previous }
+        activate(Some(self.clone()))
     }
 
     /// The process group.

@@ -15,12 +15,14 @@
 //! folder (a shared file system, or a copy).
 
 use super::{
-    certify_for_evaluation, DataKind, ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
+    certify_for_evaluation, lipschitz_max, quality, DataKind, InvertibilityReport, ItemConvergence,
+    JobConfig, LogProb, SampleOptions, Task,
 };
 use crate::config::{ConfigDocument, Dtype};
 use crate::distributed::{Backend, DataParallel, GroupConfig, ProcessGroup};
 use crate::optim::Optimizer;
 use crate::train::checkpoint::{self, CheckpointMeta};
+use crate::train::run_dir::EVAL_FILE;
 use crate::train::{self, run_dir, Averaged, LoopOutcome, LoopSettings, Weights, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -57,14 +59,17 @@ const EVAL_MAY_CHANGE: &[&str] = &["eval", "data.test_size"];
 pub fn train(job: &JobConfig, out_dir: &Path, options: &TrainOptions) -> Result<LoopOutcome> {
     let device = device_of(job, options)?;
     let dp = join(job, device, options, None)?;
-    let prepare = || run_dir::prepare_new(out_dir, options.force, job.task.outputs());
-    match &dp {
-        Some(dp) => dp
-            .from_main(|| prepare().map(|()| Vec::new()))
-            .map(|_| ())?,
-        None => prepare()?,
+    on_main(dp.as_deref(), || run_dir::check_new(out_dir, options.force))?;
+    run_training(job, out_dir, None, device, dp, options.force)
+}
+
+/// Runs `f` on rank 0 of a data-parallel run (or on the only process), and gives every rank its
+/// outcome, so that they go on, or stop, together.
+fn on_main(dp: Option<&DataParallel>, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    match dp {
+        Some(dp) => dp.from_main(|| f().map(|()| Vec::new())).map(|_| ()),
+        None => f(),
     }
-    run_training(job, out_dir, None, device, dp)
 }
 
 /// Joins the data-parallel group of `options` (none: `Ok(None)`) with the backend of `device`,
@@ -125,7 +130,7 @@ pub fn resume(
         }
         None => None,
     };
-    run_training(&job, out_dir, Some((tensors, meta, path)), device, dp)
+    run_training(&job, out_dir, Some((tensors, meta, path)), device, dp, false)
 }
 
 /// Whether `job` trains the `stored` run for longer (more steps or epochs, nothing else about
@@ -192,8 +197,11 @@ fn run_training(
     stored: Option<Stored>,
     device: Device,
     dp: Option<Rc<DataParallel>>,
+    force: bool,
 ) -> Result<LoopOutcome> {
-    let active = dp.as_ref().map(|dp| dp.activate());
+    // Also without a group: a training inside another (a feature network for the metrics) runs
+    // as one process.
+    let active = crate::distributed::data_parallel::activate(dp.clone());
     let main = crate::train::is_main();
     let task = build_task(job, device)?;
     let vs = task.vars();
@@ -217,6 +225,13 @@ fn run_training(
         }
         None => 0,
     };
+    if stored.is_none() {
+        // only now that the model and its data are ready: a failing configuration leaves the
+        // folder (and, with --force, the old run) as it was
+        on_main(dp.as_deref(), || {
+            run_dir::prepare_new(out_dir, force, job.task.outputs())
+        })?;
+    }
     let config_toml = job.to_toml()?;
     if main {
         crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
@@ -255,6 +270,8 @@ fn run_training(
             .train
             .max_minutes
             .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        on_nan: job.run.train.on_nan,
+        max_rollbacks: job.run.train.max_rollbacks,
     };
     let mut objective = training.objective;
     let comm_before = dp.as_ref().map(|dp| dp.communication_time());
@@ -281,6 +298,7 @@ fn run_training(
     drop(active);
     if main && !outcome.interrupted {
         task.write_pictures(&job.run, out_dir)?;
+        crate::report::write_run_report(out_dir)?;
     }
     Ok(outcome)
 }
@@ -350,6 +368,20 @@ pub struct Run {
     /// Optimiser steps taken when the checkpoint was written.
     pub step: u64,
     task: Box<dyn Task>,
+    device: Device,
+}
+
+/// What `genflow eval` computes besides the task's own report.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Samples drawn for the sample-quality metrics of models that generate images (FD, KID,
+    /// precision/recall); `None`: [`quality::DEFAULT_SAMPLES`], `Some(0)`: none.
+    pub samples: Option<i64>,
+    /// A feature-classifier run to use instead of the data set's cached feature network.
+    pub feature_net: Option<PathBuf>,
+    /// Make an inverse that did not converge, or a block with `Lip(g) >= 1`, an error instead of
+    /// a warning.
+    pub strict: bool,
 }
 
 impl Run {
@@ -393,7 +425,22 @@ impl Run {
             job,
             step: meta.step,
             task,
+            device,
         })
+    }
+
+    /// Warns when a residual block of the loaded model has `Lip(g) >= 1` (its inverse and
+    /// samples are then not guaranteed); returns the largest bound.
+    pub fn check_lipschitz(&self) -> Result<f64> {
+        let lip = lipschitz_max(&self.task.residual_nets())?;
+        if (lip.is_nan() || lip >= 1.0) && !self.task.residual_nets().is_empty() {
+            tracing::warn!(
+                "a residual block of {} has Lip(g) = {lip:.6} >= 1: its inverse and samples are not \
+                 guaranteed",
+                self.dir.display()
+            );
+        }
+        Ok(lip)
     }
 
     /// The task behind the run.
@@ -406,9 +453,45 @@ impl Run {
         self.task.data_kind()
     }
 
-    /// The evaluation report (`genflow eval --json`).
+    /// The task's evaluation report (`genflow eval --json`), without sample-quality metrics.
     pub fn evaluate(&self) -> Result<serde_json::Value> {
         self.task.evaluate(&self.job.run)
+    }
+
+    /// The task's evaluation report and, for models that generate images, the sample-quality
+    /// metrics of `options.samples` samples against the test split ([`quality::QualityReport`]'s
+    /// keys added to the report).
+    pub fn evaluate_with(&self, options: &EvalOptions) -> Result<serde_json::Value> {
+        let mut report = self.evaluate()?;
+        if let Ok(inverse) = serde_json::from_value::<InvertibilityReport>(report.clone()) {
+            if let Some(problem) = inverse.warning() {
+                if options.strict {
+                    return Err(Error::NonFinite(format!(
+                        "{}: {problem}",
+                        self.dir.display()
+                    )));
+                }
+                tracing::warn!("{problem}");
+            }
+        }
+        let samples = options.samples.unwrap_or(quality::DEFAULT_SAMPLES);
+        if let (Some(data), true) = (self.task.reference_data(), samples > 0) {
+            let images = self.sample(Some(samples), None, None)?;
+            let quality =
+                quality::image_quality(&images, data, options.feature_net.as_deref(), self.device)?;
+            let extra = serde_json::to_value(quality).map_err(|e| Error::config(e.to_string()))?;
+            if let (Some(fields), Some(extra)) = (report.as_object_mut(), extra.as_object()) {
+                fields.extend(extra.clone());
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes `report` into the run folder as [`EVAL_FILE`] (read by the report page).
+    pub fn save_evaluation(&self, report: &serde_json::Value) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(report).map_err(|e| Error::config(e.to_string()))?;
+        crate::fs::write_atomic(&self.dir.join(EVAL_FILE), text.as_bytes())
     }
 
     /// `n` samples in data space (`genflow sample`; `None`: the task's default count) from `seed`
@@ -425,6 +508,7 @@ impl Run {
                 "the number of samples must be at least 1, got {n}"
             )));
         }
+        crate::limits::check("the number of samples", n, crate::limits::MAX_ITEMS)?;
         if let Some(t) = temperature {
             if !(t.is_finite() && t >= 0.0) {
                 return Err(Error::config(format!(

@@ -16,6 +16,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const REPORT_FILE: &str = "report.html";
 /// The training curves every run draws.
 pub const CURVES_FILE: &str = "curves.png";
+/// The last `genflow eval` report of the run.
+pub const EVAL_FILE: &str = "eval.json";
 
 /// The files whose presence marks a folder as holding a run.
 const RUN_MARKERS: [&str; 3] = [CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE];
@@ -25,18 +27,25 @@ pub fn holds_run(dir: &Path) -> bool {
     RUN_MARKERS.iter().any(|f| dir.join(f).exists())
 }
 
-/// Makes `dir` ready for a new run. A folder that already holds a run is refused unless `force`,
-/// in which case the files a run writes (checkpoints, metrics, configuration, report, and the
-/// `outputs` the task writes, e.g. its pictures) are removed first. Creates the folder.
+/// Refuses `dir` for a new run when it already holds one, unless `force`.
+pub fn check_new(dir: &Path, force: bool) -> Result<()> {
+    if holds_run(dir) && !force {
+        return Err(Error::file(
+            dir,
+            "already holds a run; add --resume to continue it, or --force to start over \
+             (removes its checkpoints, metrics and pictures first)",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes `dir` ready for a new run. A folder that already holds a run is refused unless `force`
+/// ([`check_new`]), in which case the files a run writes (checkpoints, metrics, configuration,
+/// report, and the `outputs` the task writes, e.g. its pictures) are removed first. Creates the
+/// folder.
 pub fn prepare_new(dir: &Path, force: bool, outputs: &[&str]) -> Result<()> {
+    check_new(dir, force)?;
     if holds_run(dir) {
-        if !force {
-            return Err(Error::file(
-                dir,
-                "already holds a run; add --resume to continue it, or --force to start over \
-                 (removes its checkpoints, metrics and pictures first)",
-            ));
-        }
         clear(dir, outputs)?;
     }
     std::fs::create_dir_all(dir)
@@ -53,6 +62,7 @@ fn clear(dir: &Path, outputs: &[&str]) -> Result<()> {
         CONFIG_FILE,
         REPORT_FILE,
         CURVES_FILE,
+        EVAL_FILE,
     ];
     for name in fixed.iter().chain(outputs) {
         remove_if_present(&dir.join(name))?;
