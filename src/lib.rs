@@ -11,6 +11,7 @@
 //! bench                                      benchmarks of the models
 //! tasks                                      the Task trait, the task registry, train / open runs
 //! config                                     run-level settings, presets, configuration documents
+//! gan                                        GAN nets, losses, penalties, updates
 //! train                                      the loop, checkpoints, run folders, moving averages
 //! models                                     vector flow, image flow, classifier
 //! flows                                      Transform, the layer registry, Flow
@@ -25,6 +26,7 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod fs;
+pub mod gan;
 pub mod linalg;
 pub mod metrics;
 pub mod models;

@@ -13,6 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["bench"],
     &["tasks"],
     &["config"],
+    &["gan"],
     &["train"],
     &["models"],
     &["flows"],
