@@ -129,6 +129,26 @@ fn toy_gan_trains_evaluates_and_resumes_exactly() {
         codes.to_str().unwrap(),
     ]));
     assert!(err.contains("encode needs"), "{err}");
+
+    // a toy O-GAN encodes points into its latent space
+    let ogan = dir.path().join("ogan");
+    let mut s = tiny(10);
+    s.extend(sets(&["model.encoder=true", "train.rho_weight=2.0"]));
+    ok(&train("gan-toy", &ogan, &s, &[]));
+    let report = eval(&ogan);
+    assert!(report["rho_mean"].as_f64().is_some() && report["recon_mse"].as_f64().is_some());
+    let out = ok(&genflow(&[
+        "encode",
+        "--run",
+        ogan.to_str().unwrap(),
+        "--in",
+        csv.to_str().unwrap(),
+        "--out",
+        codes.to_str().unwrap(),
+    ]));
+    assert!(out.contains("encoded 1 items"), "{out}");
+    let header = std::fs::read_to_string(&codes).unwrap();
+    assert!(header.starts_with("z0,z1,z2"), "{header}");
 }
 
 #[test]

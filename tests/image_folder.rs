@@ -62,7 +62,11 @@ fn folders_are_read_recursively_cropped_resized_and_split() {
     assert_eq!(grey.shape(), [1, 2, 4]);
     let wide = config(&root, [3, 4, 8]).load_test().unwrap();
     assert_eq!(wide.images.int64_value(&[0, 0, 0, 0]), 255, "red band kept");
-    assert_eq!(wide.images.int64_value(&[0, 2, 3, 7]), 255, "blue band kept");
+    assert_eq!(
+        wide.images.int64_value(&[0, 2, 3, 7]),
+        255,
+        "blue band kept"
+    );
 }
 
 #[test]
@@ -76,19 +80,31 @@ fn folder_settings_and_errors() {
     let err = parse("dataset = \"mnist\"\nfolder = \"x\"\n")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("data.folder") && err.contains("\"folder\""), "{err}");
+    assert!(
+        err.contains("data.folder") && err.contains("\"folder\""),
+        "{err}"
+    );
     let err = parse("dataset = \"folder\"\nfolder = \"x\"\nimage_size = [2, 8, 8]\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("data.image_size"), "{err}");
 
     let missing = dir.path().join("nowhere");
-    let err = config(&missing, [3, 4, 4]).load_train().unwrap_err().to_string();
-    assert!(err.contains("nowhere") && err.contains("not a folder"), "{err}");
+    let err = config(&missing, [3, 4, 4])
+        .load_train()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("nowhere") && err.contains("not a folder"),
+        "{err}"
+    );
     let one = dir.path().join("one");
     std::fs::create_dir_all(&one).unwrap();
     banded(&one.join("x.png"), 1);
-    let err = config(&one, [3, 4, 4]).load_train().unwrap_err().to_string();
+    let err = config(&one, [3, 4, 4])
+        .load_train()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at least 2"), "{err}");
     // a folder cannot be installed
     let err = genflow::data::install(DatasetName::Folder, dir.path(), None)
