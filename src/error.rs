@@ -20,6 +20,9 @@ pub enum Error {
     /// An error reported by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// A collective, the process group or a launched rank failed (`genflow::distributed`).
+    #[error("distributed: {0}")]
+    Distributed(String),
     /// An operating-system I/O error.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
@@ -36,6 +39,10 @@ impl Error {
     /// A [`Error::Config`] with the message `msg`.
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
+    }
+    /// A [`Error::Distributed`] with the message `msg`.
+    pub fn distributed(msg: impl Into<String>) -> Self {
+        Error::Distributed(msg.into())
     }
     /// A [`Error::Shape`] with the message `msg`.
     pub fn shape(msg: impl Into<String>) -> Self {

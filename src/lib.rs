@@ -9,7 +9,9 @@
 //!
 //! ```text
 //! bench                                      benchmarks of the models
-//! tasks                                      the Task trait, the task registry, train / open runs
+//! tasks                                      the Task trait, the task registry, train / open runs,
+//!                                            sample quality on genflow's feature networks
+//! report                                     the report page of a run folder
 //! config                                     run-level settings, presets, configuration documents
 //! gan                                        GAN nets, losses, penalties, updates
 //! train                                      the loop, checkpoints, run folders, moving averages
@@ -22,6 +24,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod distributions;
 pub mod error;
 pub mod flows;
@@ -34,6 +37,7 @@ pub mod nn;
 pub mod optim;
 pub mod plots;
 pub mod progress;
+pub mod report;
 pub mod seeds;
 pub mod tasks;
 pub mod train;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["bench"],
     &["tasks"],
+    &["report"],
     &["config"],
     &["gan"],
     &["train"],
@@ -19,7 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["flows"],
     &["distributions", "nn", "metrics"],
     &["data"],
-    &["plots", "optim"],
+    &["plots", "optim", "distributed"],
     &["linalg", "device", "fs", "progress", "seeds", "error"],
 ];
 

@@ -26,6 +26,7 @@ fn tiny_run(job: &JobConfig, name: &str) -> (Option<String>, Vec<String>) {
             }
             (Some(c.data.dataset.to_string()), sets)
         }
+        TaskConfig::FeatureClassifier(c) => (Some(c.data.dataset.to_string()), vec![]),
         TaskConfig::Classifier(c) => {
             let mut sets = vec![];
             if paper {
@@ -53,6 +54,7 @@ fn report_keys(job: &JobConfig) -> &'static [&'static str] {
         TaskConfig::ToyGan(_) => &["modes_covered", "high_quality_fraction"],
         TaskConfig::ImageGan(c) if c.model.encoder => &["samples", "rho_mean", "recon_mse"],
         TaskConfig::ImageGan(_) => &["samples", "test_images"],
+        TaskConfig::FeatureClassifier(_) => &["test_accuracy"],
         _ => &[
             "inverse_max_abs_err",
             "inverse_iters_max",
@@ -110,7 +112,17 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
         args.extend(["--set".to_string(), s.clone()]);
     }
     check(genflow(&args), &format!("training {name}"));
-    let eval = ["eval", "--run", &run.display().to_string(), "--json"].map(String::from);
+    // image generators also get the sample-quality metrics, on a feature network trained on
+    // the synthetic data set
+    let eval = [
+        "eval",
+        "--run",
+        &run.display().to_string(),
+        "--json",
+        "--samples",
+        "8",
+    ]
+    .map(String::from);
     let report: serde_json::Value =
         serde_json::from_str(&check(genflow(&eval), &format!("evaluating {name}"))).unwrap();
     for &key in report_keys(&job) {

@@ -1,0 +1,3 @@
+// ProcessGroupGloo.hpp includes <gloo/rendezvous/store.h>; the shim declares what it needs in one place.
+#pragma once
+#include "../declarations.h"
