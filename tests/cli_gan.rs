@@ -43,14 +43,10 @@ fn train(config: &str, out: &Path, sets: &[String], extra: &[&str]) -> Output {
     genflow(&args)
 }
 
-fn eval(run: &Path) -> serde_json::Value {
-    serde_json::from_str(&ok(&genflow(&[
-        "eval",
-        "--run",
-        run.to_str().unwrap(),
-        "--json",
-    ])))
-    .unwrap()
+fn eval(run: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["eval", "--run", run.to_str().unwrap(), "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&genflow(&args))).unwrap()
 }
 
 fn sets(list: &[&str]) -> Vec<String> {
@@ -95,7 +91,7 @@ fn toy_gan_trains_evaluates_and_resumes_exactly() {
     assert!(a.keys().any(|k| k.starts_with("ema.generator.")));
     assert!(!a.keys().any(|k| k.starts_with("ema.discriminator.")));
 
-    let report = eval(&straight);
+    let report = eval(&straight, &[]);
     for key in ["modes_covered", "high_quality_fraction", "nearest_counts"] {
         assert!(report.get(key).is_some(), "no {key} in {report}");
     }
@@ -114,7 +110,7 @@ fn toy_gan_trains_evaluates_and_resumes_exactly() {
     let mut s = tiny(10);
     s.push("train.update=\"single-loss\"".into());
     ok(&train("gan-toy", &single, &s, &[]));
-    assert_eq!(eval(&single)["update"], "single-loss");
+    assert_eq!(eval(&single, &[])["update"], "single-loss");
     // a plain GAN cannot encode
     let csv = dir.path().join("points.csv");
     std::fs::write(&csv, "x,y\n0.5,1.0\n").unwrap();
@@ -135,7 +131,7 @@ fn toy_gan_trains_evaluates_and_resumes_exactly() {
     let mut s = tiny(10);
     s.extend(sets(&["model.encoder=true", "train.rho_weight=2.0"]));
     ok(&train("gan-toy", &ogan, &s, &[]));
-    let report = eval(&ogan);
+    let report = eval(&ogan, &[]);
     assert!(report["rho_mean"].as_f64().is_some() && report["recon_mse"].as_f64().is_some());
     let out = ok(&genflow(&[
         "encode",
@@ -180,10 +176,18 @@ fn ogan_encodes_reconstructs_and_interpolates() {
         metrics.contains("test_rho_mean") && metrics.contains("\"rho\""),
         "{metrics}"
     );
-    let report = eval(&run);
+    // the sample-quality metrics and the labels of the reconstructions come from a feature
+    // network that genflow trains once on the (synthetic) data set
+    let report = eval(&run, &["--samples", "16"]);
     let rho = report["rho_mean"].as_f64().unwrap();
     assert!((-1.0..=1.0).contains(&rho), "{report}");
     assert!(report["recon_mse"].as_f64().unwrap() >= 0.0, "{report}");
+    for key in ["recon_label_agreement", "input_label_accuracy"] {
+        let v = report[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} in {report}");
+    }
+    assert!(report["fd"].as_f64().unwrap().is_finite(), "{report}");
+    assert_eq!(report["quality_samples"], 16);
     assert_eq!(report["test_images"], 16);
 
     // encode the test images, decode the codes

@@ -47,7 +47,7 @@ impl InverseStats {
         self.max_iters = self.max_iters.max(iters);
         self.max_residual = self.max_residual.max(residual);
         self.blocks += 1;
-        if !(residual < 1.0) {
+        if residual.is_nan() || residual >= 1.0 {
             self.unconverged += 1;
         }
     }

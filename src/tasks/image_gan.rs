@@ -9,17 +9,22 @@
 //! `z = N(E(x))` (the codes centred and scaled to unit standard deviation per image) and
 //! `genflow decode` gives `G(z)`; a run writes reconstructions `G(s N(E(x)))` (`s =
 //! eval.reconstruction_scale`, the reference's 0.9) and interpolations `G((1 - t) z_a + t z_b)`
-//! between encoded test images, and `genflow eval` reports `rho(z, E(G(z)))` on fresh latents
-//! and the reconstruction error of the test images.
+//! between encoded test images, and `genflow eval` reports `rho(z, E(G(z)))` on fresh latents,
+//! the reconstruction error of the test images and how often the data set's feature classifier
+//! ([`super::quality::FeatureNetwork`]) gives a reconstruction its input's label.
+//!
+//! `genflow eval` adds FD, KID and precision/recall of generated images against the test split
+//! ([`super::quality`]) for the data sets with labels (not for a folder of one's own images).
 
 use super::image_epochs::training_sets;
+use super::quality::FeatureNetwork;
 use super::{DataKind, Encoder, SampleOptions, Task, TaskSpec, Training};
 use crate::config::RunConfig;
-use crate::data::{ImageDataConfig, ImageDataset};
+use crate::data::{DatasetName, ImageDataConfig, ImageDataset};
 use crate::gan::{
     is_generator, ConvGanConfig, Gan, GanLosses, GanObjective, GanTrainConfig, RealData,
 };
-use crate::metrics::reconstruction_mse;
+use crate::metrics::{label_agreement, reconstruction_mse};
 use crate::plots;
 use crate::seeds::{derived_seed, Stream};
 use crate::train::Evaluation;
@@ -150,6 +155,13 @@ pub struct ImageGanReport {
     /// intensities in `[0, 1]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recon_mse: Option<f64>,
+    /// O-GAN: the share of test images whose reconstruction the feature classifier gives the
+    /// image's own label (data sets with labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recon_label_agreement: Option<f64>,
+    /// The same classifier's accuracy on the test images themselves, for scale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_label_accuracy: Option<f64>,
 }
 
 /// Images `u8 [n, C, H, W]` with `levels` grey levels as the nets take them, `2 v - 1`.
@@ -215,6 +227,14 @@ fn reconstruction_error(gan: &Gan, x: &Tensor, scale: f64) -> Result<f64> {
     Ok(reconstruction_mse(&to_intensities(x), &to_intensities(&x_hat))?.mean)
 }
 
+/// What `genflow eval` reports about an O-GAN's encoder.
+struct EncoderNumbers {
+    rho_mean: f64,
+    recon_mse: f64,
+    /// `(reconstructions, inputs)`: agreement of the feature classifier with the true labels.
+    labels: Option<(f64, f64)>,
+}
+
 impl ImageGanTask {
     fn levels(&self) -> u32 {
         self.config.data.dataset.levels()
@@ -232,6 +252,31 @@ impl ImageGanTask {
             )));
         }
         Ok(v.to_kind(Kind::Float).to_device(self.device).clamp(0.0, 1.0) * 2.0 - 1.0)
+    }
+
+    /// `rho(z, E(G(z)))` on `n` fresh latents, and the reconstructions of the `test` images: their
+    /// error and, for data sets with labels, how often the data set's feature classifier
+    /// ([`FeatureNetwork::for_data`], trained once when missing) gives them their input's label.
+    fn encoder_numbers(&self, test: &ImageDataset, n: i64, seed: u64) -> Result<EncoderNumbers> {
+        let x = to_model(&test.images, test.levels, self.device);
+        let x_hat = reconstruct(&self.gan, &x, self.config.eval.reconstruction_scale)?;
+        let (v, v_hat) = (to_intensities(&x), to_intensities(&x_hat));
+        let labels = match self.reference_data() {
+            Some(data) => {
+                let net = FeatureNetwork::for_data(data, self.device)?;
+                let truth = test.labels.to_device(Device::Cpu);
+                let agree = |images: &Tensor| -> Result<f64> {
+                    label_agreement(&truth, &net.classify(images)?.to_device(Device::Cpu))
+                };
+                Some((agree(&v_hat)?, agree(&v)?))
+            }
+            None => None,
+        };
+        Ok(EncoderNumbers {
+            rho_mean: rho_mean(&self.gan, n, seed, self.device)?,
+            recon_mse: reconstruction_mse(&v, &v_hat)?.mean,
+            labels,
+        })
     }
 
     /// `reconstructions.png` and `interpolations.png` of the first test images.
@@ -317,31 +362,32 @@ impl Task for ImageGanTask {
         if self.gan.is_encoder() {
             self.write_encoder_pictures(out_dir)?;
         }
-        super::write_curves(out_dir, "image GAN: discriminator loss and test metrics")
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, run: &RunConfig) -> Result<serde_json::Value> {
         let test = self.config.data.load_test()?;
         let n = self.config.eval.samples;
-        let (rho, recon) = if self.gan.is_encoder() {
-            let x = to_model(&test.images, test.levels, self.device);
-            let scale = self.config.eval.reconstruction_scale;
-            (
-                Some(rho_mean(&self.gan, n as i64, run.seed, self.device)?),
-                Some(reconstruction_error(&self.gan, &x, scale)?),
-            )
+        let encoder = if self.gan.is_encoder() {
+            Some(self.encoder_numbers(&test, n as i64, run.seed)?)
         } else {
-            (None, None)
+            None
         };
         let report = ImageGanReport {
             dataset: self.config.data.dataset.to_string(),
             update: self.config.train.update.name().to_string(),
             samples: n,
             test_images: test.len(),
-            rho_mean: rho,
-            recon_mse: recon,
+            rho_mean: encoder.as_ref().map(|e| e.rho_mean),
+            recon_mse: encoder.as_ref().map(|e| e.recon_mse),
+            recon_label_agreement: encoder.as_ref().and_then(|e| e.labels.map(|l| l.0)),
+            input_label_accuracy: encoder.as_ref().and_then(|e| e.labels.map(|l| l.1)),
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
+    }
+
+    fn reference_data(&self) -> Option<&ImageDataConfig> {
+        (self.config.data.dataset != DatasetName::Folder).then_some(&self.config.data)
     }
 
     fn sample(&self, run: &RunConfig, options: &SampleOptions) -> Result<Tensor> {

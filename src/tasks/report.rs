@@ -68,7 +68,7 @@ impl InvertibilityReport {
                 self.inverse_iters_max
             ));
         }
-        if !(self.lipschitz_max < 1.0) {
+        if self.lipschitz_max.is_nan() || self.lipschitz_max >= 1.0 {
             problems.push(format!(
                 "a residual block has Lip(g) = {:.6} >= 1, so the model is not guaranteed to be \
                  invertible",

@@ -167,6 +167,8 @@ fn run_training(
             .train
             .max_minutes
             .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        on_nan: job.run.train.on_nan,
+        max_rollbacks: job.run.train.max_rollbacks,
     };
     let mut objective = training.objective;
     let outcome = match job.run.train.ema_decay {
@@ -318,7 +320,7 @@ impl Run {
     /// samples are then not guaranteed); returns the largest bound.
     pub fn check_lipschitz(&self) -> Result<f64> {
         let lip = lipschitz_max(&self.task.residual_nets())?;
-        if !(lip < 1.0) && !self.task.residual_nets().is_empty() {
+        if (lip.is_nan() || lip >= 1.0) && !self.task.residual_nets().is_empty() {
             tracing::warn!(
                 "a residual block of {} has Lip(g) = {lip:.6} >= 1: its inverse and samples are not \
                  guaranteed",

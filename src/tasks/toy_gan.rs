@@ -186,7 +186,7 @@ impl Task for ToyGanTask {
         let samples = self.gan.sample(PICTURE_SAMPLES, run.seed, 1.0, self.device);
         let range = self.config.data.density.plot_range();
         plots::save_scatter_histogram(&samples, range, &out_dir.join("samples.png"))?;
-        super::write_curves(out_dir, "toy GAN: discriminator loss and test metrics")
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, run: &RunConfig) -> Result<serde_json::Value> {
