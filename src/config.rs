@@ -62,6 +62,36 @@ pub const PRESETS: &[Preset] = &[
         toml: include_str!("../presets/iresnet-classifier-mnist.toml"),
     },
     Preset {
+        name: "gan-toy",
+        summary: "GAN of MLPs on 8gaussians, alternating update (or --set train.update=\"single-loss\")",
+        toml: include_str!("../presets/gan-toy.toml"),
+    },
+    Preset {
+        name: "gan-mnist",
+        summary: "DCGAN on MNIST, alternating update, non-saturating loss, Adam; 3 epochs",
+        toml: include_str!("../presets/gan-mnist.toml"),
+    },
+    Preset {
+        name: "gan-mnist-single-loss",
+        summary: "gan-mnist with the single-loss update (one loss, one backward, one step)",
+        toml: include_str!("../presets/gan-mnist-single-loss.toml"),
+    },
+    Preset {
+        name: "ogan-mnist",
+        summary: "O-GAN on MNIST: the discriminator encodes (rho, reconstructions, interpolations)",
+        toml: include_str!("../presets/ogan-mnist.toml"),
+    },
+    Preset {
+        name: "ogan-fashion-mnist",
+        summary: "O-GAN on Fashion-MNIST, as ogan-mnist",
+        toml: include_str!("../presets/ogan-fashion-mnist.toml"),
+    },
+    Preset {
+        name: "ogan-celeba-paper",
+        summary: "the O-GAN reference's 128x128 model and settings, for GPUs and a folder of images (set data.folder)",
+        toml: include_str!("../presets/ogan-celeba-paper.toml"),
+    },
+    Preset {
         name: "features-mnist",
         summary: "the feature network of the sample-quality metrics on MNIST (small CNN, 128 features)",
         toml: include_str!("../presets/features-mnist.toml"),

@@ -13,6 +13,7 @@
 //!                                            sample quality on genflow's feature networks
 //! report                                     the report page of a run folder
 //! config                                     run-level settings, presets, configuration documents
+//! gan                                        GAN nets, losses, penalties, updates
 //! train                                      the loop, checkpoints, run folders, moving averages
 //! models                                     vector flow, image flow, classifier
 //! flows                                      Transform, the layer registry, Flow
@@ -28,6 +29,7 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod fs;
+pub mod gan;
 pub mod limits;
 pub mod linalg;
 pub mod metrics;

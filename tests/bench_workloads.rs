@@ -51,6 +51,8 @@ fn every_workload_runs_and_round_trips_through_json() {
             "logdet-term-vjp",
             "toy-step",
             "mnist-step",
+            "gan-step",
+            "ogan-step",
             "matmul-1024"
         ]
     );
@@ -67,7 +69,9 @@ fn every_workload_runs_and_round_trips_through_json() {
         tch::get_num_threads() as i64
     );
     assert_eq!(value["config"]["hidden"], 4);
-    assert_eq!(value["workloads"][7]["n"], 32);
+    assert_eq!(value["workloads"][9]["n"], 32);
+    assert_eq!(value["workloads"][7]["update"], "alternating");
+    assert_eq!(value["workloads"][8]["update"], "single-loss");
     // serde_json's float parsing may differ in the last bit, so compare parsed values
     let back: BenchReport = serde_json::from_str(&json).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), value);
@@ -121,12 +125,30 @@ fn pytorch_reference_json_has_the_same_layout() {
     assert_eq!(names, ours);
 }
 
-/// The result names genflow reports for every workload, without running anything.
+#[test]
+fn pytorch_gan_json_has_the_same_layout() {
+    // written by: benches/pytorch/gan_bench.py --json --threads 1 --batch 2 --warmup 1 --samples 2
+    let text = std::fs::read_to_string("tests/fixtures/bench_pytorch_gan_tiny.json").unwrap();
+    let report: BenchReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(report.implementation, "pytorch");
+    let names: Vec<&str> = report.workloads.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, [Workload::GanStep.name(), Workload::OganStep.name()]);
+    let updates: Vec<&str> = report
+        .workloads
+        .iter()
+        .map(|w| w.extra["update"].as_str().unwrap())
+        .collect();
+    assert_eq!(updates, ["alternating", "single-loss"]);
+}
+
+/// The result names genflow reports for every i-ResNet workload (the GAN workloads have their
+/// own PyTorch script), without running anything.
 fn run_names() -> Vec<&'static str> {
     Workload::ALL
         .iter()
         .flat_map(|w| match w {
             Workload::LogdetTerms => vec!["logdet-term-tangent", "logdet-term-vjp"],
+            Workload::GanStep | Workload::OganStep => vec![],
             other => vec![other.name()],
         })
         .collect()

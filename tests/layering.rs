@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["tasks"],
     &["report"],
     &["config"],
+    &["gan"],
     &["train"],
     &["models"],
     &["flows"],

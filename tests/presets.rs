@@ -37,6 +37,30 @@ fn tiny_run(job: &JobConfig, name: &str) -> (Option<String>, Vec<String>) {
             }
             (Some(c.data.dataset.to_string()), sets)
         }
+        TaskConfig::ToyGan(_) => (None, vec!["data.test_size=64".into()]),
+        TaskConfig::ImageGan(c) => {
+            let mut sets = vec!["eval.samples=16".into()];
+            if paper {
+                sets.push("model.width=4".into());
+            }
+            (Some(c.data.dataset.to_string()), sets)
+        }
+    }
+}
+
+/// Keys every report of the preset's task carries.
+fn report_keys(job: &JobConfig) -> &'static [&'static str] {
+    match &job.task {
+        TaskConfig::ToyGan(_) => &["modes_covered", "high_quality_fraction"],
+        TaskConfig::ImageGan(c) if c.model.encoder => &["samples", "rho_mean", "recon_mse"],
+        TaskConfig::ImageGan(_) => &["samples", "test_images"],
+        TaskConfig::FeatureClassifier(_) => &["test_accuracy"],
+        _ => &[
+            "inverse_max_abs_err",
+            "inverse_iters_max",
+            "inverse_residual_max",
+            "lipschitz_max",
+        ],
     }
 }
 
@@ -70,7 +94,11 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
         if !dir.join(dataset).exists() {
             write_synthetic_data(&dir, dataset, 40, 12);
         }
-        sets.push(format!("data.dir=\"{}\"", dir.display()));
+        if dataset == "folder" {
+            sets.push(format!("data.folder=\"{}\"", dir.join(dataset).display()));
+        } else {
+            sets.push(format!("data.dir=\"{}\"", dir.display()));
+        }
         sets.push("data.test_size=12".into());
     }
     sets.extend(["train.steps=2", "train.batch_size=4", "train.eval_every=2"].map(String::from));
@@ -97,17 +125,8 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
     .map(String::from);
     let report: serde_json::Value =
         serde_json::from_str(&check(genflow(&eval), &format!("evaluating {name}"))).unwrap();
-    let keys: &[&str] = match job.task {
-        TaskConfig::FeatureClassifier(_) => &["test_accuracy"],
-        _ => &[
-            "inverse_max_abs_err",
-            "inverse_iters_max",
-            "inverse_residual_max",
-            "lipschitz_max",
-        ],
-    };
-    for key in keys {
-        let v = report[*key].as_f64().unwrap_or(f64::NAN);
+    for &key in report_keys(&job) {
+        let v = report[key].as_f64().unwrap_or(f64::NAN);
         assert!(v.is_finite(), "{name}: {key} in {report}");
     }
 }

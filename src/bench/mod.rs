@@ -12,10 +12,14 @@
 //! | `logdet-terms` | cost of one more series term in a training step, tangent and VJP products (`logdet-term-tangent`, `logdet-term-vjp`) |
 //! | `toy-step` | the `iresnet-toy` preset's model (10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, 1 power iteration), batch 500, exact log-det: a training step |
 //! | `mnist-step` | a training step of the `iresnet-mnist` preset's model ([`workloads::mnist_model`]), batch 64, Russian-roulette log-det |
+//! | `gan-step` | one full update of the `gan-mnist` preset (DCGAN on 1x28x28, batch 64 of uniform images in [-1, 1]): the alternating update, a discriminator step and a generator step of one Adam optimiser ([`crate::gan::update`]) |
+//! | `ogan-step` | one full update of the `ogan-mnist` preset (O-GAN, the single-loss update of GAN-QP with the correlation term, RMSprop) |
 //! | `matmul-1024` | a 1024 x 1024 matmul: the GFLOP/s ceiling of the same libtorch on this machine |
 //!
-//! `benches/pytorch/iresnet_bench.py` runs the same workloads in PyTorch with the official i-ResNet
-//! estimator (double backward) and with tangent passes, printing the same JSON, and
+//! `benches/pytorch/iresnet_bench.py` runs the i-ResNet workloads in PyTorch with the official i-ResNet
+//! estimator (double backward) and with tangent passes, `benches/pytorch/gan_bench.py` the GAN
+//! workloads as a PyTorch training loop would (two optimisers for the alternating update), each
+//! printing the same JSON, and
 //! `benches/compare` alternates both implementations in rounds and prints the ratio table.
 //! [`run`] first applies [`reuse_freed_memory`] (unless [`BenchConfig::reuse_memory`] is off), as
 //! the genflow CLI does at start-up.
@@ -63,19 +67,25 @@ pub enum Workload {
     ToyStep,
     /// `mnist-step`: a training step of the iresnet-mnist model.
     MnistStep,
+    /// `gan-step`: one alternating update of the gan-mnist model.
+    GanStep,
+    /// `ogan-step`: one single-loss update of the ogan-mnist model.
+    OganStep,
     /// `matmul-1024`: the matmul ceiling in GFLOP/s.
     Matmul,
 }
 
 impl Workload {
     /// Every workload, in the order `genflow bench` runs them.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 9] = [
         Workload::BlockStep,
         Workload::BlockForward,
         Workload::BlockInverse,
         Workload::LogdetTerms,
         Workload::ToyStep,
         Workload::MnistStep,
+        Workload::GanStep,
+        Workload::OganStep,
         Workload::Matmul,
     ];
 
@@ -88,6 +98,8 @@ impl Workload {
             Workload::LogdetTerms => "logdet-terms",
             Workload::ToyStep => "toy-step",
             Workload::MnistStep => "mnist-step",
+            Workload::GanStep => "gan-step",
+            Workload::OganStep => "ogan-step",
             Workload::Matmul => "matmul-1024",
         }
     }
@@ -178,7 +190,7 @@ pub struct BenchConfig {
     pub block: BlockShape,
     /// The model of `toy-step`.
     pub toy: ToyShape,
-    /// Images per batch of `mnist-step` (the `iresnet-mnist` preset's 64 by default).
+    /// Images per batch of `mnist-step`, `gan-step` and `ogan-step` (the presets' 64 by default).
     pub mnist_batch: i64,
     /// Tolerances of `block-inverse`.
     pub inverse: FixedPointConfig,

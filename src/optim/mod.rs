@@ -166,6 +166,23 @@ pub struct StepReport {
     pub update_grad_norm: f64,
 }
 
+impl StepReport {
+    /// The report of one training step taken in two parts ([`Optimizer::step_part`]): norms
+    /// combine in quadrature (per group by name), the learning rate is the first part's.
+    pub fn combine(mut self, other: StepReport) -> StepReport {
+        let quadrature = |a: f64, b: f64| (a * a + b * b).sqrt();
+        for (name, norm) in other.group_grad_norms {
+            match self.group_grad_norms.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, mine)) => *mine = quadrature(*mine, norm),
+                None => self.group_grad_norms.push((name, norm)),
+            }
+        }
+        self.global_grad_norm = quadrature(self.global_grad_norm, other.global_grad_norm);
+        self.update_grad_norm = quadrature(self.update_grad_norm, other.update_grad_norm);
+        self
+    }
+}
+
 /// A parameter's group, for printing (`--print-groups`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamAssignment {
@@ -277,10 +294,29 @@ impl Optimizer {
     /// Transforms the gradients, clips them globally and updates the parameters (see the module
     /// docs for the order). On error no parameter has changed (the gradients may have).
     pub fn step(&mut self) -> Result<StepReport> {
-        let lr = self.lr();
-        let report = tch::no_grad(|| self.step_with(lr))?;
-        self.step_count += 1;
+        let report = self.step_part(&|_| true)?;
+        self.finish_step();
         Ok(report)
+    }
+
+    /// One step of only the parameters whose name `select` accepts (the others, their gradients
+    /// and their state are left alone), without advancing the step count that the schedule and
+    /// the noise transform read: call [`Optimizer::finish_step`] once after the parts of one
+    /// training step. The global clip and the report cover the selected parameters only.
+    ///
+    /// An alternating GAN update steps the discriminator's parameters, then, after another
+    /// backward pass, the generator's: because every parameter keeps its own step count (Adam's
+    /// bias correction) and the schedule advances once per training step, this is exactly
+    /// PyTorch's two optimisers (`opt_d.step()`, `opt_g.step()`, each scheduler stepped once per
+    /// iteration) with one optimiser and its parameter groups.
+    pub fn step_part(&mut self, select: &dyn Fn(&str) -> bool) -> Result<StepReport> {
+        let lr = self.lr();
+        tch::no_grad(|| self.step_with(lr, select))
+    }
+
+    /// Ends a training step taken in parts ([`Optimizer::step_part`]): the schedule moves on.
+    pub fn finish_step(&mut self) {
+        self.step_count += 1;
     }
 
     /// The base learning rate the next step will use: `lr * schedule(step_count)` (times the
@@ -329,7 +365,7 @@ impl Optimizer {
             .collect()
     }
 
-    fn step_with(&mut self, lr: f64) -> Result<StepReport> {
+    fn step_with(&mut self, lr: f64, select: &dyn Fn(&str) -> bool) -> Result<StepReport> {
         let Optimizer {
             config,
             params,
@@ -337,7 +373,7 @@ impl Optimizer {
             step_count,
             ..
         } = self;
-        let mut slots = collect_grads(params, groups)?;
+        let mut slots = collect_grads(params, groups, select)?;
         let raw_norms = slots
             .iter()
             .flatten()
@@ -379,10 +415,14 @@ impl Optimizer {
     }
 }
 
-/// Per group, the gradients of its parameters that have one (none for frozen groups).
-fn collect_grads<'p>(params: &'p [Param], groups: &[Group]) -> Result<Vec<Vec<GradSlot<'p>>>> {
+/// Per group, the gradients of its selected parameters that have one (none for frozen groups).
+fn collect_grads<'p>(
+    params: &'p [Param],
+    groups: &[Group],
+    select: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Vec<GradSlot<'p>>>> {
     let mut slots: Vec<Vec<GradSlot<'p>>> = groups.iter().map(|_| Vec::new()).collect();
-    for (index, p) in params.iter().enumerate() {
+    for (index, p) in params.iter().enumerate().filter(|(_, p)| select(&p.name)) {
         let grad = p.tensor.f_grad()?;
         if grad.defined() && !groups[p.group].frozen {
             slots[p.group].push(GradSlot {

@@ -116,6 +116,19 @@ pub trait Invertible {
     fn latent_shape(&self) -> Vec<i64>;
 }
 
+/// A model with a learned encoder into the latent space that its generator decodes (O-GAN):
+/// unlike [`Invertible`], decoding is a direct map and encoding inverts it only approximately.
+/// `genflow encode` and `genflow decode` use it as they use an invertible map; every item's
+/// decoding "converges" at once (0 iterations, residual 0).
+pub trait Encoder {
+    /// `z = enc(x)` of data-space items.
+    fn encode(&self, x: &Tensor) -> Result<Tensor>;
+    /// `x = dec(z)` in data space.
+    fn decode(&self, z: &Tensor) -> Result<Tensor>;
+    /// The per-item shape of latents.
+    fn latent_shape(&self) -> Vec<i64>;
+}
+
 /// One model family, built from its configuration, as the shared machinery uses it.
 pub trait Task {
     /// Every parameter and buffer: what checkpoints hold and the optimiser trains.
@@ -151,6 +164,14 @@ pub trait Task {
     /// The model as an invertible map, when it is one.
     fn invertible(&self) -> Option<&dyn Invertible> {
         None
+    }
+    /// The model as an encoder and a decoder that is not its inverse, when it is one.
+    fn encoder(&self) -> Option<&dyn Encoder> {
+        None
+    }
+    /// Whether `train.ema_decay` averages the trainable variable `name` (default: every one).
+    fn averaged(&self, _name: &str) -> bool {
+        true
     }
     /// The model as the feature network of the sample-quality metrics, when it is one.
     fn image_features(&self) -> Option<&dyn ImageFeatures> {
@@ -260,6 +281,10 @@ macro_rules! tasks {
 tasks! {
     /// Density estimation of a 2-D toy distribution with a vector i-ResNet flow.
     ToyDensity(toy_density::ToyDensityConfig) = "toy-density",
+    /// A GAN (or O-GAN) of MLPs on a 2-D toy distribution.
+    ToyGan(toy_gan::ToyGanConfig) = "toy-gan",
+    /// A DCGAN-style GAN (or O-GAN) on images.
+    ImageGan(image_gan::ImageGanConfig) = "image-gan",
     /// Density estimation of images with a multi-scale i-ResNet, in bits/dim.
     ImageDensity(image_density::ImageDensityConfig) = "image-density",
     /// Image classification with an i-ResNet classifier.

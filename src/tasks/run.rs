@@ -179,7 +179,8 @@ fn run_training(
     let outcome = match job.run.train.ema_decay {
         Some(decay) => {
             let resumed = stored.as_ref().map(|(tensors, _, _)| tensors);
-            let mut averaged = Averaged::new(objective, vs, decay, resumed)?;
+            let keep = |name: &str| task.averaged(name);
+            let mut averaged = Averaged::new(objective, vs, decay, &keep, resumed)?;
             let outcome = train::run(vs, &mut optimizer, &mut averaged, &settings, start)?;
             averaged.into_averaged_weights();
             outcome
@@ -423,29 +424,40 @@ impl Run {
             .log_prob(x)
     }
 
-    /// `z = f(x)` per item of data-space `x` (invertible models only).
+    /// `z = f(x)` per item of data-space `x` (invertible models and encoders only).
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        self.task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
-            .encode(x)
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => map.encode(x),
+            (None, Some(encoder)) => encoder.encode(x),
+            (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
+        }
     }
 
-    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item.
+    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item (an encoder's
+    /// decoder is a direct map: every item converged at once).
     pub fn decode(&self, z: &Tensor) -> Result<(Tensor, Vec<ItemConvergence>)> {
-        self.task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"decode", &"an invertible map"))?
-            .decode(z)
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => map.decode(z),
+            (None, Some(encoder)) => {
+                let x = encoder.decode(z)?;
+                let direct = ItemConvergence {
+                    iterations: 0,
+                    residual: 0.0,
+                    converged: true,
+                };
+                Ok((x, vec![direct; z.size()[0] as usize]))
+            }
+            (None, None) => Err(self.cannot(&"decode", &"an invertible map or an encoder")),
+        }
     }
 
-    /// The per-item shape of latents (invertible models only).
+    /// The per-item shape of latents (invertible models and encoders only).
     pub fn latent_shape(&self) -> Result<Vec<i64>> {
-        Ok(self
-            .task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
-            .latent_shape())
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => Ok(map.latent_shape()),
+            (None, Some(encoder)) => Ok(encoder.latent_shape()),
+            (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
+        }
     }
 
     fn cannot(&self, what: &dyn std::fmt::Display, needs: &dyn std::fmt::Display) -> Error {

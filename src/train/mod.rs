@@ -61,19 +61,7 @@ pub trait Objective {
     /// non-finite value ([`Error::NonFinite`], before any weight changes), backpropagates it and
     /// steps the optimiser; objectives with several losses per step override it.
     fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
-        optimizer.zero_grad();
-        let (loss, metrics) = self.loss(step)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(Error::NonFinite(format!("the loss became {value}")));
-        }
-        loss.f_backward()?;
-        let report = optimizer.step()?;
-        Ok(Update {
-            loss: value,
-            metrics,
-            report,
-        })
+        loss_update(self, step, optimizer)
     }
     /// Called after every optimiser step (e.g. to update a moving average of the weights).
     fn after_step(&mut self, _step: u64) -> Result<()> {
@@ -92,6 +80,29 @@ pub trait Objective {
     fn restore(&mut self, _tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         Ok(())
     }
+}
+
+/// The default [`Objective::update`], for overrides that use it in some cases: takes
+/// [`Objective::loss`], refuses a non-finite value ([`Error::NonFinite`], before any weight
+/// changes), backpropagates it and steps the optimiser.
+pub fn loss_update<O: Objective + ?Sized>(
+    objective: &mut O,
+    step: u64,
+    optimizer: &mut Optimizer,
+) -> Result<Update> {
+    optimizer.zero_grad();
+    let (loss, metrics) = objective.loss(step)?;
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(Error::NonFinite(format!("the loss became {value}")));
+    }
+    loss.f_backward()?;
+    let report = optimizer.step()?;
+    Ok(Update {
+        loss: value,
+        metrics,
+        report,
+    })
 }
 
 impl<O: Objective + ?Sized> Objective for Box<O> {

@@ -464,6 +464,8 @@ fn image_metrics(
         dir: data_dir,
         train_subset: None,
         test_size: None,
+        folder: None,
+        image_size: None,
     };
     let split: genflow::data::Split = split.parse()?;
     let reference = genflow::data::load(data.dataset, split, &data.data_dir())?;
