@@ -63,17 +63,7 @@ pub trait Objective {
     fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
         optimizer.zero_grad();
         let (loss, metrics) = self.loss(step)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(Error::NonFinite(format!("the loss became {value}")));
-        }
-        loss.f_backward()?;
-        let report = optimizer.step()?;
-        Ok(Update {
-            loss: value,
-            metrics,
-            report,
-        })
+        descend(optimizer, &loss, metrics)
     }
     /// Called after every optimiser step (e.g. to update a moving average of the weights).
     fn after_step(&mut self, _step: u64) -> Result<()> {
@@ -87,6 +77,27 @@ pub trait Objective {
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+}
+
+/// The end of the default [`Objective::update`], for objectives that override it: refuses a
+/// non-finite `loss` ([`Error::NonFinite`], before any weight changes), backpropagates it and
+/// steps `optimizer` (whose gradients the caller zeroed before computing `loss`).
+pub fn descend(
+    optimizer: &mut Optimizer,
+    loss: &Tensor,
+    metrics: Vec<(String, f64)>,
+) -> Result<Update> {
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(Error::NonFinite(format!("the loss became {value}")));
+    }
+    loss.f_backward()?;
+    let report = optimizer.step()?;
+    Ok(Update {
+        loss: value,
+        metrics,
+        report,
+    })
 }
 
 impl<O: Objective + ?Sized> Objective for Box<O> {
