@@ -12,7 +12,7 @@
 //! tasks                                      the Task trait, the task registry, train / open runs
 //! config                                     run-level settings, presets, configuration documents
 //! train                                      the loop, checkpoints, run folders, moving averages
-//! models                                     vector flow, image flow, classifier
+//! models  glann                              vector flow, image flow, classifier; GLO + IMLE
 //! flows                                      Transform, the layer registry, Flow
 //! nn  distributions  optim  data  plots  metrics
 //! linalg  device  fs  progress  seeds  error
@@ -26,6 +26,7 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod fs;
+pub mod glann;
 pub mod linalg;
 pub mod metrics;
 pub mod models;

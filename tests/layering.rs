@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["tasks"],
     &["config"],
     &["train"],
-    &["models"],
+    &["models", "glann"],
     &["flows"],
     &["distributions", "nn", "metrics"],
     &["data"],
