@@ -26,6 +26,16 @@ fn tiny_run(job: &JobConfig, name: &str) -> (Option<String>, Vec<String>) {
             }
             (Some(c.data.dataset.to_string()), sets)
         }
+        TaskConfig::Glann(c) => {
+            let mut sets = vec!["train.imle_rounds=1".into(), "eval.samples=16".into()];
+            if paper {
+                sets.extend([
+                    "model.generator.hidden=16".into(),
+                    "model.generator.channels=[8, 8]".into(),
+                ]);
+            }
+            (Some(c.data.dataset.to_string()), sets)
+        }
         TaskConfig::Classifier(c) => {
             let mut sets = vec![];
             if paper {
@@ -56,13 +66,26 @@ fn check(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The keys of a task's `eval --json` report that must hold finite numbers.
+fn report_keys(job: &JobConfig) -> &'static [&'static str] {
+    match &job.task {
+        TaskConfig::Glann(_) => &[
+            "recon_mse",
+            "recon_loss",
+            "codes_sphere_deviation",
+            "imle_regression_mse",
+        ],
+        _ => &[
+            "inverse_max_abs_err",
+            "inverse_iters_max",
+            "inverse_residual_max",
+            "lipschitz_max",
+        ],
+    }
+}
+
 fn train_and_evaluate(name: &str, tmp: &Path) {
     let job = JobConfig::resolve(name, &[]).unwrap();
-    // the full model builds
-    let task = job.task.build(&job.run, tch::Device::Cpu).unwrap();
-    assert!(!task.vars().variables().is_empty(), "{name}: no parameters");
-    drop(task);
-
     let (dataset, mut sets) = tiny_run(&job, name);
     if let Some(dataset) = &dataset {
         let dir = tmp.join("data");
@@ -72,6 +95,17 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
         sets.push(format!("data.dir=\"{}\"", dir.display()));
         sets.push("data.test_size=12".into());
     }
+    // the full model builds (on the run's data: GLANN sizes its code table by it)
+    let data_only: Vec<String> = sets
+        .iter()
+        .filter(|s| s.starts_with("data."))
+        .cloned()
+        .collect();
+    let full = JobConfig::resolve(name, &data_only).unwrap();
+    let task = full.task.build(&full.run, tch::Device::Cpu).unwrap();
+    assert!(!task.vars().variables().is_empty(), "{name}: no parameters");
+    drop(task);
+
     sets.extend(["train.steps=2", "train.batch_size=4", "train.eval_every=2"].map(String::from));
     let run = tmp.join(name);
     let mut args: Vec<String> = ["train", "--config", name, "--out"]
@@ -86,12 +120,7 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
     let eval = ["eval", "--run", &run.display().to_string(), "--json"].map(String::from);
     let report: serde_json::Value =
         serde_json::from_str(&check(genflow(&eval), &format!("evaluating {name}"))).unwrap();
-    for key in [
-        "inverse_max_abs_err",
-        "inverse_iters_max",
-        "inverse_residual_max",
-        "lipschitz_max",
-    ] {
+    for &key in report_keys(&job) {
         let v = report[key].as_f64().unwrap_or(f64::NAN);
         assert!(v.is_finite(), "{name}: {key} in {report}");
     }

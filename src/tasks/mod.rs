@@ -95,6 +95,26 @@ pub struct ItemConvergence {
     pub converged: bool,
 }
 
+/// Codes fitted to data-space items with a generator held fixed, and how well they reconstruct
+/// the items (`genflow encode` of a model without an inverse).
+#[derive(Debug)]
+pub struct FittedCodes {
+    /// The codes, `[n, n_z]`.
+    pub z: Tensor,
+    /// Per item, the mean squared difference between the item and the generator's image of its
+    /// code, over the pixels (intensities in `[0, 1]`).
+    pub reconstruction_mse: Vec<f64>,
+    /// Optimiser steps taken per item.
+    pub steps: u64,
+}
+
+/// A generator whose codes for new items are found by optimisation with its weights fixed
+/// (GLO), since it has no encoder.
+pub trait CodeFit {
+    /// The codes of data-space items (see [`DataKind`]) and their reconstruction errors.
+    fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes>;
+}
+
 /// A model as a density over its data space.
 pub trait Density {
     /// `log p` of data-space items (see [`DataKind`]), evaluated with the run's evaluation
@@ -146,6 +166,10 @@ pub trait Task {
     }
     /// The model as an invertible map, when it is one.
     fn invertible(&self) -> Option<&dyn Invertible> {
+        None
+    }
+    /// The model as a generator whose codes are fitted by optimisation, when it is one.
+    fn code_fit(&self) -> Option<&dyn CodeFit> {
         None
     }
 }
@@ -251,6 +275,8 @@ tasks! {
     ImageDensity(image_density::ImageDensityConfig) = "image-density",
     /// Image classification with an i-ResNet classifier.
     Classifier(classifier::ClassifierTaskConfig) = "classifier",
+    /// Non-adversarial image generation: GLO codes and generator, then an IMLE mapper.
+    Glann(glann::GlannConfig) = "glann",
 }
 
 /// Relative tolerance of the singular-value iterations run before evaluation.
@@ -279,6 +305,12 @@ pub fn lipschitz_max(nets: &[&ResidualNet]) -> Result<f64> {
 /// Draws `curves.png` from a run's `metrics.jsonl`: the training loss and every `test_*` metric
 /// against the step.
 pub fn write_curves(out_dir: &Path, title: &str) -> Result<()> {
+    write_curves_of(out_dir, title, |k| k == "loss" || k.starts_with("test_"))
+}
+
+/// Draws `curves.png` from a run's `metrics.jsonl`: every metric whose key `shown` accepts,
+/// against the step.
+pub fn write_curves_of(out_dir: &Path, title: &str, shown: impl Fn(&str) -> bool) -> Result<()> {
     let text =
         std::fs::read_to_string(out_dir.join(crate::train::METRICS_FILE)).unwrap_or_default();
     let mut series: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
@@ -293,7 +325,7 @@ pub fn write_curves(out_dir: &Path, title: &str) -> Result<()> {
             continue;
         };
         for (k, v) in fields {
-            if let (true, Some(v)) = (k == "loss" || k.starts_with("test_"), v.as_f64()) {
+            if let (true, Some(v)) = (shown(k), v.as_f64()) {
                 series.entry(k.clone()).or_default().push((step, v));
             }
         }

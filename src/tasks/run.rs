@@ -2,7 +2,8 @@
 //! trained run to evaluate it, sample from it or use it on new data.
 
 use super::{
-    certify_for_evaluation, DataKind, ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
+    certify_for_evaluation, DataKind, FittedCodes, ItemConvergence, JobConfig, LogProb,
+    SampleOptions, Task,
 };
 use crate::config::ConfigDocument;
 use crate::optim::Optimizer;
@@ -353,6 +354,15 @@ impl Run {
             .invertible()
             .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
             .encode(x)
+    }
+
+    /// Codes fitted to data-space `x` with the generator held fixed, and their reconstruction
+    /// errors (generators without an encoder, like GLO's).
+    pub fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes> {
+        self.task
+            .code_fit()
+            .ok_or_else(|| self.cannot(&"fitting codes", &"a generator with fitted codes"))?
+            .fit_codes(x)
     }
 
     /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item.
