@@ -39,6 +39,8 @@ pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<Work
         Workload::ToyStep => vec![model_step(config, "toy-step", toy_model)?],
         Workload::MnistStep => vec![model_step(config, "mnist-step", mnist_model)?],
         Workload::Matmul => vec![matmul(config)?],
+        Workload::GloStep => vec![super::glann::glo_step(config)?],
+        Workload::ImleSearch => vec![super::glann::imle_search(config)?],
     })
 }
 

@@ -47,7 +47,7 @@ const CHOLESKY_TRIES: usize = 12;
 /// [model.codes]
 /// init = "pca"          # or "random" with std = 0.01
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "init", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CodeInit {
     /// `N(0, std^2)` per entry (official: 0.01), then projected onto the sphere.
@@ -56,17 +56,12 @@ pub enum CodeInit {
         std: f64,
     },
     /// The images' leading principal components, then projected onto the sphere.
+    #[default]
     Pca,
 }
 
 fn default_std() -> f64 {
     0.01
-}
-
-impl Default for CodeInit {
-    fn default() -> Self {
-        CodeInit::Pca
-    }
 }
 
 impl CodeInit {

@@ -109,9 +109,10 @@ pub struct Generator {
     n_z: i64,
 }
 
-/// `max(x, 0.2 x)`.
+/// `max(x, 0.2 x)`, as a PReLU with a constant slope (one fused op).
 fn leaky_relu(x: &Tensor) -> Result<Tensor> {
-    Ok(x.f_maximum(&x.f_mul_scalar(LEAKY_SLOPE)?)?)
+    let slope = Tensor::f_full([1], LEAKY_SLOPE, (x.kind(), x.device()))?;
+    Ok(x.f_prelu(&slope)?)
 }
 
 /// Xavier-normal initialisation with gain `sqrt(2)`: `N(0, 2 * 2 / (fan_in + fan_out))`.

@@ -4,7 +4,7 @@
 //! `e ~ N(0, I)`, to data points `z_i` (here: GLO's codes) by alternating
 //!
 //! 1. draw `K` noise vectors `e_k` and find for every `z_i` the nearest sample,
-//!    `k(i) = argmin_k |z_i - T(e_k)|^2` ([`search_round`]);
+//!    `k(i) = argmin_k |z_i - T(e_k) / |T(e_k)||^2` ([`search_round`]);
 //! 2. for some epochs over the codes, minimise `mean_i |T(e_{k(i)}) - z_i|^2` ([`regression_loss`]),
 //!    the mean squared error over the entries as the official GLANN code (`nn.MSELoss`).
 //!
@@ -13,7 +13,12 @@
 //! searches with faiss' exact `IndexFlatL2`; genflow draws `K = candidates_per_code * N`
 //! (default 10, SPEC section 4) and searches with [`super::search::nearest`]. The candidates are
 //! mapped with `T` in evaluation mode (running batch-norm statistics), in chunks, without
-//! gradients.
+//! gradients, and projected onto the unit sphere before the search: the generator sees only
+//! `T(e) / |T(e)|` ([`super::Generator::forward`]), and the codes live on the sphere. Searching
+//! with the raw `T(e)` (as the official code does) lets the candidates' norms decide: at the start,
+//! when `|T(e)|` is far from 1, every code picked the same few smallest candidates (4 distinct
+//! ones for 6000 MNIST codes), the regression then saw batches of repeated noise, and the
+//! batch-norm statistics it left behind blew the next rounds up.
 //!
 //! ```
 //! use genflow::glann::{imle, Mapper, MapperConfig};
@@ -28,6 +33,7 @@
 //! # Ok::<(), genflow::Error>(())
 //! ```
 
+use super::codes::project_to_sphere;
 use super::search::{nearest, Blocks};
 use super::Mapper;
 use crate::{Error, Result};
@@ -41,7 +47,7 @@ const MAP_CHUNK: i64 = 65536;
 pub struct Round {
     /// For each code, the noise `e_{k(i)}` whose image is nearest to it, `[N, noise_dim]`.
     pub noise: Tensor,
-    /// The mean over the codes of `|z_i - T(e_{k(i)})|^2`.
+    /// The mean over the codes of `|z_i - T(e_{k(i)}) / |T(e_{k(i)})||^2` (in `[0, 4]`).
     pub mean_sq_distance: f64,
     /// How many distinct noise vectors were chosen (out of the candidates).
     pub distinct: i64,
@@ -70,7 +76,9 @@ pub fn search_round(
             .step_by(MAP_CHUNK as usize)
             .map(|s| mapper.forward(&noise.f_narrow(0, s, MAP_CHUNK.min(candidates - s))?, false))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::f_cat(&chunks, 0)?.f_to_kind(codes.kind())?)
+        let mut mapped = Tensor::f_cat(&chunks, 0)?.f_to_kind(codes.kind())?;
+        project_to_sphere(&mut mapped)?;
+        Ok(mapped)
     })?;
     let n = codes.size()[0];
     let blocks = Blocks::within(block_entries, n, candidates)?;
