@@ -359,7 +359,11 @@ fn projection_gaussian_and_pca_codes() {
         kept / total > 0.999 && kept / total < 1.0 + 1e-6,
         "PCA kept {kept} of {total}"
     );
-    assert!(pca_codes(&images, 256, 31, Device::Cpu).is_err());
+    // more codes dimensions than the images have: the extra columns are zero
+    let wide = pca_codes(&images, 256, 32, Device::Cpu).unwrap();
+    assert_eq!(wide.size(), [n, 32]);
+    assert_eq!(wide.narrow(1, 30, 2).abs().max().double_value(&[]), 0.0);
+    assert!(pca_codes(&images, 256, 0, Device::Cpu).is_err());
 }
 
 // ----- a tiny GLANN run through the command line -------------------------------------------------

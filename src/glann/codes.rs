@@ -109,7 +109,8 @@ pub fn sphere_deviation(z: &Tensor) -> Result<f64> {
 
 /// Codes of `images` (`u8 [N, C, H, W]` with `levels` grey levels) by PCA: the centred images
 /// (intensities in `[0, 1]`) projected on their `n_z` leading principal directions, `f32 [N, n_z]`
-/// on `device`, not yet normalised. Random draws come from libtorch's generator.
+/// on `device`, not yet normalised. When `n_z` exceeds `min(N, C H W)` (tiny data sets), the
+/// columns past that many directions are zero. Random draws come from libtorch's generator.
 pub fn pca_codes(images: &Tensor, levels: u32, n_z: i64, device: Device) -> Result<Tensor> {
     let size = images.size();
     if size.len() != 4 || size[0] < 2 || images.kind() != Kind::Uint8 {
@@ -119,13 +120,12 @@ pub fn pca_codes(images: &Tensor, levels: u32, n_z: i64, device: Device) -> Resu
         )));
     }
     let (n, d) = (size[0], size[1] * size[2] * size[3]);
-    if n_z > d.min(n) {
+    if n_z < 1 {
         return Err(Error::config(format!(
-            "model.n_z = {n_z} exceeds what PCA of {n} images of {d} values can give ({}); use \
-             model.codes.init = \"random\" or a smaller n_z",
-            d.min(n)
+            "model.n_z must be positive, got {n_z}"
         )));
     }
+    let directions = n_z.min(d).min(n);
     let options = (Kind::Double, device);
     let scale = 1.0 / (f64::from(levels) - 1.0);
     let block = |start: i64| -> Result<Tensor> {
@@ -145,7 +145,7 @@ pub fn pca_codes(images: &Tensor, levels: u32, n_z: i64, device: Device) -> Resu
     }
     let mean = mean.f_div_scalar(n as f64)?;
     let centred = |s: i64| -> Result<Tensor> { Ok(block(s)?.f_sub(&mean)?) };
-    let k = (n_z + PCA_OVERSAMPLING).min(d).min(n);
+    let k = (directions + PCA_OVERSAMPLING).min(d).min(n);
     let (mut q, _) = Tensor::f_linalg_qr(&Tensor::f_randn([d, k], options)?, "reduced")?;
     for _ in 0..PCA_ITERATIONS {
         let mut y = Tensor::f_zeros([d, k], options)?;
@@ -162,13 +162,16 @@ pub fn pca_codes(images: &Tensor, levels: u32, n_z: i64, device: Device) -> Resu
         gram = gram.f_add(&b.f_tr()?.f_matmul(&b)?)?;
     }
     let (_, vectors) = gram.f_linalg_eigh("L")?;
-    let top = vectors.f_flip([1i64].as_slice())?.f_narrow(1, 0, n_z)?;
-    let directions = q.f_matmul(&top)?;
+    let top = vectors
+        .f_flip([1i64].as_slice())?
+        .f_narrow(1, 0, directions)?;
+    let basis = q.f_matmul(&top)?;
     let codes = starts
         .iter()
-        .map(|&s| Ok(centred(s)?.f_matmul(&directions)?))
+        .map(|&s| Ok(centred(s)?.f_matmul(&basis)?))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::f_cat(&codes, 0)?.f_to_kind(Kind::Float)?)
+    let codes = Tensor::f_cat(&codes, 0)?.f_to_kind(Kind::Float)?;
+    Ok(codes.f_constant_pad_nd([0, n_z - directions])?)
 }
 
 /// A full-covariance Gaussian fitted to codes, sampled onto the unit sphere (see the module docs).
