@@ -62,6 +62,16 @@ pub const PRESETS: &[Preset] = &[
         toml: include_str!("../presets/iresnet-classifier-mnist.toml"),
     },
     Preset {
+        name: "features-mnist",
+        summary: "the feature network of the sample-quality metrics on MNIST (small CNN, 128 features)",
+        toml: include_str!("../presets/features-mnist.toml"),
+    },
+    Preset {
+        name: "features-fashion-mnist",
+        summary: "the feature network of the sample-quality metrics on Fashion-MNIST",
+        toml: include_str!("../presets/features-fashion-mnist.toml"),
+    },
+    Preset {
         name: "iresnet-classifier-cifar10-paper",
         summary: "the official i-ResNet CIFAR-10 classifier (7-7-7, 32-64-128, SGD 0.1), for GPUs",
         toml: include_str!("../presets/iresnet-classifier-cifar10-paper.toml"),

@@ -9,7 +9,9 @@
 //!
 //! ```text
 //! bench                                      benchmarks of the models
-//! tasks                                      the Task trait, the task registry, train / open runs
+//! tasks                                      the Task trait, the task registry, train / open runs,
+//!                                            sample quality on genflow's feature networks
+//! report                                     the report page of a run folder
 //! config                                     run-level settings, presets, configuration documents
 //! train                                      the loop, checkpoints, run folders, moving averages
 //! models  glann                              vector flow, image flow, classifier; GLO + IMLE
@@ -34,6 +36,7 @@ pub mod nn;
 pub mod optim;
 pub mod plots;
 pub mod progress;
+pub mod report;
 pub mod seeds;
 pub mod tasks;
 pub mod train;

@@ -380,3 +380,40 @@ fn samples_take_their_defaults_from_the_task_and_check_their_arguments() {
     ]));
     assert!(err.contains("temperature"), "{err}");
 }
+
+#[test]
+fn an_inverse_that_did_not_converge_is_reported_and_strict_makes_it_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    ok(train_toy(&dir, 5, &[]));
+    let d = dir.to_str().unwrap();
+    let converged: serde_json::Value =
+        serde_json::from_str(&ok(run(&["eval", "--run", d, "--json"]))).unwrap();
+    assert_eq!(converged["inverse_converged"], true, "{converged}");
+    assert_eq!(converged["inverse_unconverged_points"], 0);
+    // one fixed-point iteration cannot reach the tolerance
+    let out = run(&[
+        "eval",
+        "--run",
+        d,
+        "--json",
+        "--set",
+        "eval.inverse.max_iter=1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    assert_eq!(report["inverse_converged"], false, "{report}");
+    let points = report["inverse_unconverged_points"].as_u64().unwrap();
+    assert!(points > 0 && points <= 64, "{report}");
+    assert!(stderr.contains("did not converge"), "{stderr}");
+    let strict = [
+        "eval",
+        "--run",
+        d,
+        "--strict",
+        "--set",
+        "eval.inverse.max_iter=1",
+    ];
+    let err = error_line(run(&strict));
+    assert!(err.contains("did not converge"), "{err}");
+}

@@ -45,7 +45,7 @@ fn csv_columns(path: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
 }
 
 fn eval(dir: &str, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["eval", "--run", dir, "--json"];
+    let mut args = vec!["eval", "--run", dir, "--json", "--samples", "0"];
     args.extend(extra);
     serde_json::from_str(&ok(run(&args))).unwrap()
 }
@@ -73,6 +73,20 @@ fn toy_log_prob_encode_and_decode() {
         "data.test_size=512",
     ]));
     let report = eval(d, &[]);
+    // sample metrics of a 2-D toy: modes of 8gaussians, and the samples' true-density NLL
+    assert!(
+        report["modes_covered"].as_u64().is_some_and(|m| m <= 8),
+        "{report}"
+    );
+    assert!(report["high_quality_fraction"]
+        .as_f64()
+        .is_some_and(|f| (0.0..=1.0).contains(&f)));
+    assert!(
+        report["samples_true_nll_nats"]
+            .as_f64()
+            .is_some_and(f64::is_finite),
+        "{report}"
+    );
 
     // the run's own test points, as `genflow eval` draws them (seed 0, test stream, step 1)
     let points = ToyDensity::EightGaussians.sample(512, derived_seed(0, Stream::Test, 1));

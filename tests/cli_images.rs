@@ -68,8 +68,15 @@ fn image_density_and_classifier_runs() {
     }
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 4, "{metrics}");
-    let report: serde_json::Value =
-        serde_json::from_str(&ok(&genflow(&["eval", "--run", run_s, "--json"]))).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&genflow(&[
+        "eval",
+        "--run",
+        run_s,
+        "--json",
+        "--samples",
+        "0",
+    ])))
+    .unwrap();
     let bpd = report["test_bits_per_dim"].as_f64().unwrap();
     // a density on 17 levels per pixel: bits/dim lies between 0 and well above log2(17) = 4.09 early
     assert!(bpd.is_finite() && bpd > 0.0, "{report}");
@@ -184,7 +191,18 @@ fn pytorch_reference_reproduces_genflow_bits_per_dim() {
     }
     ok(&genflow(&args));
     let eval = tmp.path().join("eval.json");
-    std::fs::write(&eval, ok(&genflow(&["eval", "--run", run_s, "--json"]))).unwrap();
+    std::fs::write(
+        &eval,
+        ok(&genflow(&[
+            "eval",
+            "--run",
+            run_s,
+            "--json",
+            "--samples",
+            "0",
+        ])),
+    )
+    .unwrap();
     let eval_s = eval.to_str().unwrap();
     let reference = pytorch("image_flow_reference.py", &[run_s, "--compare", eval_s]);
     let diff = reference["abs_difference"].as_f64().unwrap();
@@ -200,8 +218,15 @@ fn pytorch_reference_reproduces_genflow_bits_per_dim() {
     }
     args.extend(["--compare", eval_s, "--tol", "1.0"]);
     let trained = pytorch("train_image_flow.py", &args);
-    let report: serde_json::Value =
-        serde_json::from_str(&ok(&genflow(&["eval", "--run", torch_s, "--json"]))).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&genflow(&[
+        "eval",
+        "--run",
+        torch_s,
+        "--json",
+        "--samples",
+        "0",
+    ])))
+    .unwrap();
     let (theirs, ours) = (
         trained["test_bits_per_dim_midpoint"].as_f64().unwrap(),
         report["test_bits_per_dim_midpoint"].as_f64().unwrap(),

@@ -485,8 +485,15 @@ fn tiny_glann_run_keeps_codes_on_the_sphere_freezes_them_for_imle_and_resumes_bi
         assert!(straight.join(f).exists(), "missing {f}");
     }
     let run_s = straight.display().to_string();
-    let report: serde_json::Value =
-        serde_json::from_str(&ok(genflow(&["eval", "--run", &run_s, "--json"]))).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(genflow(&[
+        "eval",
+        "--run",
+        &run_s,
+        "--json",
+        "--samples",
+        "0",
+    ])))
+    .unwrap();
     for key in [
         "recon_mse",
         "recon_loss",

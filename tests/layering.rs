@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["bench"],
     &["tasks"],
+    &["report"],
     &["config"],
     &["train"],
     &["models", "glann"],

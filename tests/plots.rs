@@ -387,3 +387,98 @@ fn curves_without_finite_points_are_an_error() {
     }
     assert!(!path.exists());
 }
+
+#[test]
+fn panels_get_their_own_axes_and_a_log_axis_where_values_span_decades() {
+    use genflow::plots::{save_panels, spans_decades, Panel};
+    assert!(spans_decades([3.0, 0.02, 1.0].into_iter()));
+    assert!(
+        !spans_decades([3.0, 0.05, 1.0].into_iter()),
+        "under two decades"
+    );
+    assert!(
+        !spans_decades([3.0, 0.0, 1e-9].into_iter()),
+        "zero has no logarithm"
+    );
+    assert!(
+        spans_decades([1.0, f64::NAN, 100.0].into_iter()),
+        "non-finite values are ignored"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("curves.png");
+    let panel = |name: &str, f: fn(f64) -> f64| Panel {
+        title: name.into(),
+        y_label: name.into(),
+        series: vec![Series {
+            name: name.into(),
+            points: (0..40).map(|i| (i as f64, f(i as f64))).collect(),
+        }],
+    };
+    let panels = [
+        panel("loss", |t| 10f64.powf(-t / 10.0)),
+        panel("test_accuracy", |t| 0.5 + t / 100.0),
+        panel("lr", |t| 1e-3 * (1.0 - t / 40.0)),
+    ];
+    save_panels("step", &panels, &path).unwrap();
+    let img = read(&path);
+    // two panels a row, 600 x 420 each
+    assert_eq!(img.dimensions(), (1200, 840));
+    // each panel's line is drawn in its own cell (the first colour of the cycle)
+    let c = Rgb(SERIES_COLOURS[0]);
+    for (x0, y0) in [(0, 0), (600, 0), (0, 420)] {
+        let count = (x0..x0 + 600)
+            .flat_map(|x| (y0..y0 + 420).map(move |y| (x, y)))
+            .filter(|&(x, y)| *img.get_pixel(x, y) == c)
+            .count();
+        assert!(
+            count >= 300,
+            "panel at ({x0}, {y0}) has {count} line pixels"
+        );
+    }
+    // on the log axis the loss, a straight line in log space, is straight: its pixels' heights
+    // fall linearly with the step (a linear axis would bend them into an exponential)
+    let line: Vec<(f64, f64)> = (0..600u32)
+        .filter_map(|x| {
+            let ys: Vec<u32> = (0..420).filter(|&y| *img.get_pixel(x, y) == c).collect();
+            (!ys.is_empty()).then(|| (x as f64, ys.iter().sum::<u32>() as f64 / ys.len() as f64))
+        })
+        .collect();
+    let n = line.len() as f64;
+    let (mx, my) = (
+        line.iter().map(|p| p.0).sum::<f64>() / n,
+        line.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let cov: f64 = line.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let (vx, vy): (f64, f64) = (
+        line.iter().map(|p| (p.0 - mx).powi(2)).sum(),
+        line.iter().map(|p| (p.1 - my).powi(2)).sum(),
+    );
+    let r = cov / (vx * vy).sqrt();
+    assert!(r > 0.99, "log-axis line not straight: correlation {r}");
+    assert_no_temp_files(dir.path());
+}
+
+#[test]
+fn density_panels_have_axes_and_a_colour_bar() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("samples.png");
+    let pts = Tensor::from_slice(&[1.0f64, 1.0, -2.0, 0.5, 0.1, 0.1]).reshape([3, 2]);
+    save_scatter_histogram(&pts, 4.0, &path).unwrap();
+    let img = read(&path);
+    let (left, top, w, h) = bounding_box(&img, DARK, 0, img.width());
+    // the colour bar right of the panel: 64 colours from dark to bright, none of them exactly the
+    // panel's extremes
+    let x = left + w + 12 + 8;
+    let colours: std::collections::BTreeSet<[u8; 3]> =
+        (top..top + h).map(|y| img.get_pixel(x, y).0).collect();
+    assert!(colours.len() >= 60, "{} colours in the bar", colours.len());
+    assert!(!colours.contains(&DARK.0) && !colours.contains(&BRIGHT.0));
+    // tick labels left of and under the panel
+    assert!(
+        has_text(&img, top + h + 2..top + h + 28),
+        "no x-axis labels"
+    );
+    let left_margin = RgbImage::from_fn(left - 8, h, |x, y| *img.get_pixel(x, top + y));
+    assert!(has_text(&left_margin, 0..h), "no y-axis labels");
+}

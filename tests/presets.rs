@@ -26,6 +26,7 @@ fn tiny_run(job: &JobConfig, name: &str) -> (Option<String>, Vec<String>) {
             }
             (Some(c.data.dataset.to_string()), sets)
         }
+        TaskConfig::FeatureClassifier(c) => (Some(c.data.dataset.to_string()), vec![]),
         TaskConfig::Glann(c) => {
             let mut sets = vec!["train.imle_rounds=1".into(), "eval.samples=16".into()];
             if paper {
@@ -69,11 +70,16 @@ fn check(out: std::process::Output, what: &str) -> String {
 /// The keys of a task's `eval --json` report that must hold finite numbers.
 fn report_keys(job: &JobConfig) -> &'static [&'static str] {
     match &job.task {
+        TaskConfig::FeatureClassifier(_) => &["test_accuracy"],
         TaskConfig::Glann(_) => &[
             "recon_mse",
             "recon_loss",
             "codes_sphere_deviation",
             "imle_regression_mse",
+            "fd",
+            "kid_mean",
+            "fd_glo_gaussian",
+            "kid_glo_gaussian",
         ],
         _ => &[
             "inverse_max_abs_err",
@@ -117,7 +123,17 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
         args.extend(["--set".to_string(), s.clone()]);
     }
     check(genflow(&args), &format!("training {name}"));
-    let eval = ["eval", "--run", &run.display().to_string(), "--json"].map(String::from);
+    // image generators also get the sample-quality metrics, on a feature network trained on
+    // the synthetic data set
+    let eval = [
+        "eval",
+        "--run",
+        &run.display().to_string(),
+        "--json",
+        "--samples",
+        "8",
+    ]
+    .map(String::from);
     let report: serde_json::Value =
         serde_json::from_str(&check(genflow(&eval), &format!("evaluating {name}"))).unwrap();
     for &key in report_keys(&job) {

@@ -447,7 +447,12 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         for mut r in workloads::run_workload(workload, config)? {
             if config.device == Device::Cpu && r.skipped.is_none() {
                 r.peak_rss_mb = timing::peak_rss_mb();
-                r.rss_increase_mb = r.peak_rss_mb.zip(before).map(|(after, b)| after - b);
+                // the kernel updates VmHWM lazily: after pages were reclaimed, a read can come out
+                // a little below an earlier one, so the growth is never taken below 0
+                r.rss_increase_mb = r
+                    .peak_rss_mb
+                    .zip(before)
+                    .map(|(after, b)| (after - b).max(0.0));
             }
             results.push(r);
         }

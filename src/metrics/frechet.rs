@@ -11,17 +11,17 @@
 //! accuracy (and picks up imaginary parts) when the covariances are near-singular: few samples, or
 //! features of low rank. Here the last term is computed through symmetric matrices only, in `f64`:
 //!
-//! 1. `S1 = V diag(w) V^T` (symmetric eigendecomposition), `S1^{1/2} = V diag(sqrt(max(w, 0))) V^T`;
+//! 1. `S1 = V diag(w) V^T` (symmetric eigendecomposition), `S1^{1/2} = V diag(sqrt(w)) V^T`;
 //! 2. `M = S1^{1/2} S2 S1^{1/2}`, symmetric positive semidefinite (symmetrised against rounding);
-//! 3. `tr(M^{1/2}) = sum_i sqrt(max(lambda_i, 0))` over the eigenvalues `lambda_i` of `M`.
+//! 3. `tr(M^{1/2}) = sum_i sqrt(lambda_i)` over the eigenvalues `lambda_i` of `M`.
 //!
 //! With `A = S1^{1/2}` and `B = S1^{1/2} S2`, `S1 S2 = AB` and `M = BA` have the same eigenvalues, so
-//! the trace equals the textbook `tr sqrt(S1 S2)` wherever that square root exists. Clipping removes
-//! the negative rounding noise (`|lambda| ~ 1e-16 |M|`) of the zero eigenvalues of rank-deficient
-//! matrices; the positive noise still contributes square roots of about `1e-8 |M|^{1/2}` each, so with
-//! rank-deficient covariances the distance is accurate to about `1e-8 (tr S1 + tr S2)` (measured in
-//! `tests/metrics.rs`: 20 samples of 64 features against themselves give
-//! `FD = -1.6e-8 (tr S1 + tr S2)`), and to about `1e-15` of that scale with full-rank ones.
+//! the trace equals the textbook `tr sqrt(S1 S2)` wherever that square root exists. The zero
+//! eigenvalues of rank-deficient matrices come out of the eigensolver as rounding noise of either
+//! sign (`|lambda| ~ 1e-16 |M|`), whose square roots would add `d 1e-8 |M|^{1/2}`; eigenvalues at or
+//! below `d eps max|lambda|` (numpy's `matrix_rank` tolerance) are therefore taken as zero, in both
+//! steps. The distance is then accurate to rounding of the trace scale `tr S1 + tr S2`, with
+//! rank-deficient covariances too (`tests/metrics.rs`, `tests/quality.rs`: a set against itself).
 //!
 //! Covariances are unbiased (`1 / (n - 1)`). The estimate is biased upward for small `n` (Chong &
 //! Forsyth 2020), so a [`FrechetReport`] always carries both sample sizes: compare numbers only at
@@ -302,24 +302,34 @@ pub fn trace_sqrt_product(s1: &Tensor, s2: &Tensor) -> Result<f64> {
     trace_sqrt_product_unchecked(&a, &b)
 }
 
-/// `V diag(sqrt(max(w, 0))) V^T` of a symmetric `f64` CPU matrix.
+/// Eigenvalues `w` of a symmetric `d x d` matrix with those at or below the eigensolver's
+/// rounding noise, `d eps max|w|` (numpy's `matrix_rank` tolerance), set to zero: the zero
+/// eigenvalues of a rank-deficient matrix come out as noise of either sign, and their square roots
+/// would add up to about `d sqrt(eps max|w|)`.
+fn without_noise(w: &Tensor) -> Result<Tensor> {
+    let d = w.size().first().copied().unwrap_or(1) as f64;
+    let floor = d * f64::EPSILON * w.f_abs()?.f_max()?.f_double_value(&[])?;
+    Ok(w.f_where_self(&w.f_gt(floor)?, &w.f_zeros_like()?)?)
+}
+
+/// `V diag(sqrt(w)) V^T` of a symmetric `f64` CPU matrix, with its eigenvalues `w` cleared of
+/// rounding noise ([`without_noise`]).
 fn sqrtm_psd_unchecked(s: &Tensor) -> Result<Tensor> {
     let (w, v) = s.f_linalg_eigh("L")?;
-    let root = w.f_clamp_min(0.0)?.f_sqrt()?;
+    let root = without_noise(&w)?.f_sqrt()?;
     let scaled = v.f_mul(&root.f_unsqueeze(0)?)?;
     let r = scaled.f_matmul(&v.f_tr()?)?;
     Ok((&r + r.f_tr()?) * 0.5)
 }
 
-/// `sum_i sqrt(max(lambda_i, 0))` over the eigenvalues of `S1^{1/2} S2 S1^{1/2}`, for symmetric `f64`
-/// CPU matrices of equal size.
+/// `sum_i sqrt(lambda_i)` over the eigenvalues of `S1^{1/2} S2 S1^{1/2}` cleared of rounding noise
+/// ([`without_noise`]), for symmetric `f64` CPU matrices of equal size.
 fn trace_sqrt_product_unchecked(s1: &Tensor, s2: &Tensor) -> Result<f64> {
     let r = sqrtm_psd_unchecked(s1)?;
     let m = r.f_matmul(s2)?.f_matmul(&r)?;
     let m = (&m + m.f_tr()?) * 0.5;
     let lambda = m.f_linalg_eigvalsh("L")?;
-    Ok(lambda
-        .f_clamp_min(0.0)?
+    Ok(without_noise(&lambda)?
         .f_sqrt()?
         .f_sum(Kind::Double)?
         .f_double_value(&[])?)

@@ -129,6 +129,9 @@ pub struct Optimizer {
     /// The configured groups in order, then the default group.
     groups: Vec<Group>,
     step_count: u64,
+    /// A factor on the learning rate, 1 unless training rolled back after a non-finite step
+    /// ([`Optimizer::scale_lr`]); kept in checkpoints as `optim.lr_scale` when not 1.
+    lr_scale: f64,
 }
 
 struct Param {
@@ -239,6 +242,7 @@ impl Optimizer {
             params,
             groups,
             step_count: 0,
+            lr_scale: 1.0,
         })
     }
 
@@ -299,9 +303,21 @@ impl Optimizer {
         Ok(report)
     }
 
-    /// The base learning rate the next step will use: `lr * schedule(step_count)`.
+    /// The base learning rate the next step will use: `lr * schedule(step_count)` (times the
+    /// factor of [`Optimizer::scale_lr`], 1 unless training rolled back).
     pub fn lr(&self) -> f64 {
-        self.config.lr * self.config.schedule.multiplier(self.step_count)
+        self.config.lr * self.config.schedule.multiplier(self.step_count) * self.lr_scale
+    }
+
+    /// Multiplies every later learning rate by `factor` (training halves it after rolling back a
+    /// non-finite step); the factor is part of the optimiser's state.
+    pub fn scale_lr(&mut self, factor: f64) {
+        self.lr_scale *= factor;
+    }
+
+    /// The factor of [`Optimizer::scale_lr`] so far.
+    pub fn lr_scale(&self) -> f64 {
+        self.lr_scale
     }
 
     /// The number of steps taken (restored by [`Optimizer::load_state_tensors`]).
@@ -339,6 +355,7 @@ impl Optimizer {
             params,
             groups,
             step_count,
+            ..
         } = self;
         let mut slots = collect_grads(params, groups)?;
         let raw_norms = slots

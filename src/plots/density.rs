@@ -5,7 +5,7 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor};
 
-use super::raster::{grid_to_image, save_titled_panels};
+use super::raster::{heat_panel, save_heat_panels};
 use crate::{Error, Result};
 
 /// Grid points handed to the model's log-density per call.
@@ -15,10 +15,11 @@ const SCATTER_BINS: usize = 128;
 /// Largest grid resolution accepted (the picture and the model evaluation grow as its square).
 const MAX_RESOLUTION: usize = 2048;
 
-/// Saves a PNG with two panels over the window `[-range, range]^2`: left, titled "model density",
-/// a heat map of `exp(log_density)` on the centres of a `resolution x resolution` grid; right,
-/// titled "data", a 2-D histogram of `data` `[n, 2]` with the same cells. Both are scaled to their
-/// own maximum and coloured with viridis (dark = 0, yellow = maximum); `y` points up.
+/// Saves a PNG with two panels over the window `[-range, range]^2`, with axes and colour bars:
+/// left, titled "model density", a heat map of `exp(log_density)` on the centres of a
+/// `resolution x resolution` grid; right, titled "data", a 2-D histogram of `data` `[n, 2]` with the
+/// same cells. Both are scaled to their own maximum and coloured with viridis (dark = 0, yellow =
+/// maximum; the colour bars give the values); `y` points up.
 ///
 /// `log_density` is called on chunks of grid points, f32 `[m, 2]` on the CPU (move them to the
 /// model's device yourself), and must return `m` values (any shape, device and float dtype).
@@ -33,21 +34,29 @@ pub fn save_density_comparison(
     path: &Path,
 ) -> Result<()> {
     check_window(range, resolution, path)?;
-    let density = model_density(log_density, range, resolution, path)?;
+    let (density, max_log_p) = model_density(log_density, range, resolution, path)?;
     let counts = histogram(data, range, resolution, path)?;
     let panels = [
-        ("model density", grid_to_image(&density, resolution)),
-        ("data", grid_to_image(&counts, resolution)),
+        heat_panel(
+            "model density",
+            &density,
+            resolution,
+            max_log_p.exp(),
+            "density",
+        ),
+        heat_panel("data", &counts, resolution, 1.0, "points per cell"),
     ];
-    save_titled_panels(&panels, path)
+    save_heat_panels(&panels, range, path)
 }
 
 /// Saves a PNG, titled "samples", of a 2-D histogram of `points` `[n, 2]` with 128 x 128 cells over
-/// `[-range, range]^2`, coloured like [`save_density_comparison`]'s. Written atomically.
+/// `[-range, range]^2`, with axes and a colour bar, coloured like [`save_density_comparison`]'s.
+/// Written atomically.
 pub fn save_scatter_histogram(points: &Tensor, range: f64, path: &Path) -> Result<()> {
     check_window(range, SCATTER_BINS, path)?;
     let counts = histogram(points, range, SCATTER_BINS, path)?;
-    save_titled_panels(&[("samples", grid_to_image(&counts, SCATTER_BINS))], path)
+    let panel = heat_panel("samples", &counts, SCATTER_BINS, 1.0, "points per cell");
+    save_heat_panels(&[panel], range, path)
 }
 
 /// Checks that `range` is positive and finite and `resolution` in `2..=MAX_RESOLUTION`.
@@ -87,13 +96,14 @@ fn cell_centres(range: f64, resolution: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `exp(log p - max log p)` on the grid cells, calling `log_density` on chunks of centres.
+/// `exp(log p - max log p)` on the grid cells and `max log p`, calling `log_density` on chunks of
+/// centres.
 fn model_density(
     log_density: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     range: f64,
     resolution: usize,
     path: &Path,
-) -> Result<Vec<f64>> {
+) -> Result<(Vec<f64>, f64)> {
     let mut log_p = Vec::with_capacity(resolution * resolution);
     for chunk in cell_centres(range, resolution).chunks(2 * CHUNK) {
         let m = chunk.len() / 2;
@@ -119,7 +129,7 @@ fn model_density(
         )));
     }
     let max = log_p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    Ok(log_p
+    let relative = log_p
         .iter()
         .map(|v| {
             if max.is_finite() {
@@ -128,7 +138,8 @@ fn model_density(
                 0.0
             }
         })
-        .collect())
+        .collect();
+    Ok((relative, max))
 }
 
 /// Counts of `points` `[n, 2]` in the `resolution x resolution` grid cells (row 0 at the top).

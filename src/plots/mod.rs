@@ -27,6 +27,6 @@ mod density;
 mod grid;
 mod raster;
 
-pub use curves::{save_curves, Series, SERIES_COLOURS};
+pub use curves::{save_curves, save_panels, spans_decades, Panel, Series, SERIES_COLOURS};
 pub use density::{save_density_comparison, save_scatter_histogram};
 pub use grid::{save_image_grid, GRID_PAD, GRID_PAD_GREY};

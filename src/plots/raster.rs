@@ -49,9 +49,16 @@ pub(crate) fn colour_map(v: f64) -> Rgb<u8> {
     }))
 }
 
-/// A `side x side` grid of non-negative values (row-major, row 0 at the top) as a colour image,
-/// each value divided by the largest one and coloured by [`colour_map`], upscaled to a panel.
-pub(crate) fn grid_to_image(values: &[f64], side: usize) -> RgbImage {
+/// A `side x side` grid of non-negative values (row-major, row 0 at the top) as a heat-map panel:
+/// each value divided by the largest one and coloured by [`colour_map`], upscaled; the colour bar
+/// reads `unit` times the relative value (the largest value shown as `unit`), naming `quantity`.
+pub(crate) fn heat_panel<'a>(
+    title: &'a str,
+    values: &[f64],
+    side: usize,
+    unit: f64,
+    quantity: &'a str,
+) -> HeatPanel<'a> {
     let max = values
         .iter()
         .copied()
@@ -62,7 +69,12 @@ pub(crate) fn grid_to_image(values: &[f64], side: usize) -> RgbImage {
     let img = RgbImage::from_fn(side32, side32, |x, y| {
         colour_map(values[y as usize * side + x as usize] * scale)
     });
-    upscale(&img, PANEL_MIN_PX.div_ceil(side32.max(1)))
+    HeatPanel {
+        title,
+        image: upscale(&img, PANEL_MIN_PX.div_ceil(side32.max(1))),
+        max: max * unit,
+        quantity,
+    }
 }
 
 /// `img` enlarged `factor` times by nearest neighbour: every pixel becomes a `factor x factor` block.
@@ -73,33 +85,120 @@ pub(crate) fn upscale(img: &RgbImage, factor: u32) -> RgbImage {
     })
 }
 
-/// Writes `panels` side by side on white, each under its centred title, as a PNG at `path`.
-/// All panels must have the size of the first one.
-pub(crate) fn save_titled_panels(panels: &[(&str, RgbImage)], path: &Path) -> Result<()> {
-    let (w, h) = panels.first().map_or((0, 0), |(_, p)| p.dimensions());
+/// A heat map to draw: its title, its picture (viridis, dark = 0, yellow = `max`), the value its
+/// brightest colour stands for and what that value is.
+pub(crate) struct HeatPanel<'a> {
+    pub title: &'a str,
+    pub image: RgbImage,
+    pub max: f64,
+    pub quantity: &'a str,
+}
+
+/// Room left of a panel for the y-axis labels.
+const Y_AXIS: u32 = 46;
+/// Room under a panel for the x-axis labels.
+const X_AXIS: u32 = 30;
+/// Gap between a panel and its colour bar, the bar's width, and room for the bar's labels.
+const BAR_GAP: u32 = 12;
+const BAR_WIDTH: u32 = 16;
+const BAR_LABELS: u32 = 64;
+/// Colours in a colour bar.
+const BAR_STEPS: u32 = 64;
+/// Ticks per axis: at `-range`, `-range / 2`, 0, `range / 2`, `range`.
+const TICKS: i32 = 5;
+
+/// Writes `panels` side by side on white as a PNG at `path`: each under its centred title, with
+/// x and y axes over `[-range, range]` (ticks at the ends, the halves and 0) and a colour bar from 0
+/// to the panel's `max`. The bar's colours are those of the bin centres `(i + 1/2) / 64`, so the
+/// extreme colours of the map (exactly 0 and exactly the maximum) appear in the panel only. All
+/// panels must have the size of the first one.
+pub(crate) fn save_heat_panels(panels: &[HeatPanel], range: f64, path: &Path) -> Result<()> {
+    let (w, h) = panels.first().map_or((0, 0), |p| p.image.dimensions());
+    let cell = Y_AXIS + w + BAR_GAP + BAR_WIDTH + BAR_LABELS + MARGIN;
     let count = panels.len() as u32;
     let mut canvas = RgbImage::from_pixel(
-        count * (w + MARGIN) + MARGIN,
-        TITLE_BAND + h + MARGIN,
+        MARGIN + count * cell,
+        TITLE_BAND + h + X_AXIS + MARGIN,
         Rgb([255; 3]),
     );
-    for (i, (_, panel)) in panels.iter().enumerate() {
-        let left = MARGIN + i as u32 * (w + MARGIN);
-        image::imageops::replace(&mut canvas, panel, i64::from(left), i64::from(TITLE_BAND));
+    for (i, panel) in panels.iter().enumerate() {
+        let left = MARGIN + i as u32 * cell + Y_AXIS;
+        image::imageops::replace(
+            &mut canvas,
+            &panel.image,
+            i64::from(left),
+            i64::from(TITLE_BAND),
+        );
+        let bar_left = left + w + BAR_GAP;
+        for y in 0..h {
+            let v = ((h - 1 - y) * BAR_STEPS / h) as f64 + 0.5;
+            let colour = colour_map(v / f64::from(BAR_STEPS));
+            for x in bar_left..bar_left + BAR_WIDTH {
+                canvas.put_pixel(x, TITLE_BAND + y, colour);
+            }
+        }
     }
     let size = canvas.dimensions();
     {
         ensure_font()?;
+        let err = |e| drawing_error(path, e);
         let root = BitMapBackend::with_buffer(&mut canvas, size).into_drawing_area();
-        let style =
+        let text = |anchor: Pos| TextStyle::from((FONT, 13).into_font()).pos(anchor);
+        let title =
             TextStyle::from((FONT, 22).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
-        for (i, (title, _)) in panels.iter().enumerate() {
-            let centre = MARGIN + i as u32 * (w + MARGIN) + w / 2;
-            let anchor = (centre as i32, (TITLE_BAND / 2) as i32);
-            root.draw(&Text::new(*title, anchor, &style))
-                .map_err(|e| drawing_error(path, e))?;
+        let (top, bottom) = (TITLE_BAND as i32, (TITLE_BAND + h) as i32);
+        for (i, panel) in panels.iter().enumerate() {
+            let left = (MARGIN + i as u32 * cell + Y_AXIS) as i32;
+            let right = left + w as i32;
+            let centre = (left + right) / 2;
+            root.draw(&Text::new(
+                panel.title,
+                (centre, (TITLE_BAND / 2) as i32),
+                &title,
+            ))
+            .map_err(err)?;
+            for k in 0..TICKS {
+                let value = -range + 2.0 * range * f64::from(k) / f64::from(TICKS - 1);
+                let label = format!("{value}");
+                let x = left + (w as i32 - 1) * k / (TICKS - 1);
+                let y = bottom - 1 - (h as i32 - 1) * k / (TICKS - 1);
+                root.draw(&PathElement::new(vec![(x, bottom), (x, bottom + 5)], BLACK))
+                    .map_err(err)?;
+                root.draw(&Text::new(
+                    label.clone(),
+                    (x, bottom + 8),
+                    text(Pos::new(HPos::Center, VPos::Top)),
+                ))
+                .map_err(err)?;
+                root.draw(&PathElement::new(vec![(left - 5, y), (left - 1, y)], BLACK))
+                    .map_err(err)?;
+                root.draw(&Text::new(
+                    label,
+                    (left - 8, y),
+                    text(Pos::new(HPos::Right, VPos::Center)),
+                ))
+                .map_err(err)?;
+            }
+            let bar_right = right + (BAR_GAP + BAR_WIDTH) as i32;
+            for (fraction, anchor) in [(0.0, VPos::Bottom), (0.5, VPos::Center), (1.0, VPos::Top)] {
+                let y = bottom - ((h as f64 - 1.0) * fraction) as i32 - 1;
+                let label = format!("{:.3}", panel.max * fraction);
+                root.draw(&Text::new(
+                    label,
+                    (bar_right + 4, y),
+                    text(Pos::new(HPos::Left, anchor)),
+                ))
+                .map_err(err)?;
+            }
+            let caption = text(Pos::new(HPos::Left, VPos::Bottom));
+            root.draw(&Text::new(
+                panel.quantity,
+                (right + BAR_GAP as i32, top - 4),
+                &caption,
+            ))
+            .map_err(err)?;
         }
-        root.present().map_err(|e| drawing_error(path, e))?;
+        root.present().map_err(err)?;
     }
     write_png(&canvas, path)
 }

@@ -2,6 +2,7 @@
 //! cross-entropy, test accuracy every epoch, and the invertible feature map as an encoder
 //! (`genflow encode` gives the features, `genflow decode` inverts them).
 
+use super::classification::{accuracy, cross_entropy, intensities, Logits};
 use super::image_epochs::{image_training, BatchLoss};
 use super::report::InvertibilityReport;
 use super::toy_density::item_convergence;
@@ -97,9 +98,10 @@ pub struct ClassifierReport {
     pub invertibility: InvertibilityReport,
 }
 
-/// Pixels scaled to `[0, 1]`.
-fn scale(images: &Tensor, levels: u32, device: Device) -> Tensor {
-    images.to_device(device).to_kind(Kind::Float) / (levels as f64 - 1.0)
+impl Logits for IResNetClassifier {
+    fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_t(x, train)
+    }
 }
 
 impl BatchLoss for ClassifierTask {
@@ -111,19 +113,7 @@ impl BatchLoss for ClassifierTask {
         step: u64,
     ) -> Result<(Tensor, Vec<(String, f64)>)> {
         tch::manual_seed(derived_seed(self.seed, Stream::Probe, step) as i64);
-        let logits = self
-            .model
-            .forward_t(&scale(images, levels, self.device), true)?;
-        let y = labels.to_device(self.device);
-        let loss = logits.cross_entropy_for_logits(&y);
-        let acc = tch::no_grad(|| {
-            logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .to_kind(Kind::Float)
-                .mean(Kind::Float)
-        });
-        Ok((loss, vec![("train_accuracy".into(), acc.double_value(&[]))]))
+        cross_entropy(&self.model, images, labels, levels, self.device)
     }
 
     fn test_metric(&self, test: &ImageDataset) -> Result<(&'static str, f64, f64)> {
@@ -133,24 +123,8 @@ impl BatchLoss for ClassifierTask {
 }
 
 impl ClassifierTask {
-    /// Fraction of test images classified correctly.
     fn test_accuracy(&self, test: &ImageDataset) -> Result<f64> {
-        let mut correct = 0i64;
-        let chunks = test.images.split(EVAL_BATCH, 0);
-        let bar = crate::progress::bar(chunks.len() as u64, 0, "accuracy");
-        for (x, y) in chunks.iter().zip(test.labels.split(EVAL_BATCH, 0)) {
-            let x = scale(x, test.levels, self.device);
-            let logits = tch::no_grad(|| self.model.forward_t(&x, false))?;
-            correct += logits
-                .argmax(-1, false)
-                .to_device(Device::Cpu)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        Ok(correct as f64 / test.len() as f64)
+        accuracy(&self.model, test, self.device, EVAL_BATCH)
     }
 
     /// Intensities `[n, C, H, W]` in `[0, 1]` on the model's grid of levels, on its device.
@@ -184,14 +158,14 @@ impl Task for ClassifierTask {
     }
 
     fn write_pictures(&self, _run: &RunConfig, out_dir: &Path) -> Result<()> {
-        super::write_curves(out_dir, "i-ResNet classifier: loss and test accuracy")
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, _run: &RunConfig) -> Result<serde_json::Value> {
         let test = self.config.data.load_test()?;
         let accuracy = self.test_accuracy(&test)?;
         let n = INVERTED.min(test.len() as i64);
-        let x = scale(&test.images.narrow(0, 0, n), test.levels, self.device);
+        let x = intensities(&test.images.narrow(0, 0, n), test.levels, self.device);
         let mut ctx = crate::flows::FlowContext::eval(crate::linalg::logdet::LogDetEstimator::Exact, self.seed);
         ctx.inverse = self.config.eval.inverse;
         let err = tch::no_grad(|| -> Result<f64> {
@@ -203,7 +177,7 @@ impl Task for ClassifierTask {
             dataset: self.config.data.dataset.to_string(),
             test_images: test.len(),
             test_accuracy: accuracy,
-            invertibility: InvertibilityReport::new(err, &ctx.inverse_stats, &self.residual_nets())?,
+            invertibility: InvertibilityReport::new(err, n, &ctx, &self.residual_nets())?,
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
     }

@@ -39,8 +39,9 @@
 //! Outputs: `samples.png` (GLANN samples on the left, GLO-Gaussian samples on the right),
 //! `reconstructions.png` (training images, then their reconstructions), `interpolations.png`
 //! (spherical interpolation between codes of training images), `curves.png`; `genflow eval`
-//! reports the train reconstruction error and the sample quality of both samplers; `genflow
-//! encode` fits codes to new images.
+//! reports the train reconstruction error ([`GlannReport`]) and the sample quality against the
+//! test split of both samplers (`fd`, `kid_mean`, ... for GLANN, `fd_glo_gaussian`,
+//! `kid_glo_gaussian`, ... for the GLO baseline); `genflow encode` fits codes to new images.
 
 use super::{CodeFit, DataKind, FittedCodes, SampleOptions, Task, TaskSpec, Training};
 use crate::config::RunConfig;
@@ -66,6 +67,8 @@ const RECONSTRUCTED: i64 = 32;
 const INTERPOLATIONS: (i64, i64) = (8, 10);
 /// Training images whose reconstruction error the evaluations during training report.
 const EVAL_IMAGES: i64 = 1000;
+/// The name of the GLO baseline sampler (`genflow eval` reports `fd_glo_gaussian`, ...).
+const GLO_GAUSSIAN: &str = "glo_gaussian";
 
 /// The configuration of a GLANN run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +138,8 @@ impl Default for ImleTrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlannEvalConfig {
-    /// Samples of each sampler (and test images) for FD and KID.
+    /// Samples of each sampler whose codes' distance to the nearest training code `genflow eval`
+    /// reports (FD and KID take `genflow eval --samples`).
     #[serde(default = "default_samples")]
     pub samples: i64,
     /// Adam steps of `genflow encode` per batch of images.
@@ -645,11 +649,7 @@ impl Task for GlannTask {
         let both = Tensor::f_cat(&[x, x_hat], 0)?;
         plots::save_image_grid(&both, 8, &out_dir.join("reconstructions.png"))?;
         self.write_interpolations(&out_dir.join("interpolations.png"))?;
-        super::write_curves_of(
-            out_dir,
-            "GLANN: GLO loss, IMLE loss and train reconstruction MSE",
-            |k| matches!(k, "glo_loss" | "imle_loss" | "train_recon_mse" | "imle_nn_sq_distance"),
-        )
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, run: &RunConfig) -> Result<serde_json::Value> {
@@ -694,6 +694,30 @@ impl Task for GlannTask {
 
     fn code_fit(&self) -> Option<&dyn CodeFit> {
         Some(self)
+    }
+
+    fn reference_data(&self) -> Option<&ImageDataConfig> {
+        Some(&self.config.data)
+    }
+
+    fn baseline_samplers(&self) -> &'static [&'static str] {
+        &[GLO_GAUSSIAN]
+    }
+
+    /// `glo_gaussian`: the GLO baseline, images of codes from the Gaussian fitted to the codes.
+    fn sample_baseline(
+        &self,
+        run: &RunConfig,
+        name: &str,
+        options: &SampleOptions,
+    ) -> Result<Tensor> {
+        if name != GLO_GAUSSIAN {
+            return Err(Error::config(format!(
+                "GLANN has one baseline sampler, '{GLO_GAUSSIAN}', not '{name}'"
+            )));
+        }
+        let z = self.gaussian_codes(options.n, options.seed.unwrap_or(run.seed))?;
+        self.decode(&z)
     }
 }
 

@@ -226,7 +226,7 @@ impl Task for ImageDensityTask {
         let (x_hat, _) = self.model.reconstruct(&x, &mut ctx)?;
         let both = Tensor::cat(&[self.to_intensities(&x), self.to_intensities(&x_hat)], 0);
         plots::save_image_grid(&both, 8, &out_dir.join("reconstructions.png"))?;
-        super::write_curves(out_dir, "i-ResNet density: loss and test bits/dim")
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, _run: &RunConfig) -> Result<serde_json::Value> {
@@ -244,7 +244,7 @@ impl Task for ImageDensityTask {
             test_bits_per_dim_midpoint: midpoint,
             logdet_estimator: serde_json::to_value(self.config.eval.logdet)
                 .map_err(|e| Error::config(e.to_string()))?,
-            invertibility: InvertibilityReport::new(err, &ctx.inverse_stats, &self.residual_nets())?,
+            invertibility: InvertibilityReport::new(err, n, &ctx, &self.residual_nets())?,
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
     }
@@ -268,6 +268,10 @@ impl Task for ImageDensityTask {
 
     fn invertible(&self) -> Option<&dyn Invertible> {
         Some(self)
+    }
+
+    fn reference_data(&self) -> Option<&ImageDataConfig> {
+        Some(&self.config.data)
     }
 }
 

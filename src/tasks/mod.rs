@@ -30,17 +30,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod classification;
 pub mod files;
 mod image_epochs;
 mod job;
+pub mod quality;
 mod report;
 mod run;
 
+pub use features::ImageFeatures;
 pub use job::JobConfig;
 pub use report::InvertibilityReport;
-pub use run::{resume, train, Run, TrainOptions};
+pub use run::{resume, train, EvalOptions, Run, TrainOptions};
 
 use crate::config::RunConfig;
+use crate::data::ImageDataConfig;
 use crate::nn::ResidualNet;
 use crate::train::{Objective, Plan};
 use crate::{Error, Result};
@@ -168,9 +172,34 @@ pub trait Task {
     fn invertible(&self) -> Option<&dyn Invertible> {
         None
     }
+    /// The model as the feature network of the sample-quality metrics, when it is one.
+    fn image_features(&self) -> Option<&dyn ImageFeatures> {
+        None
+    }
+    /// The image data set the model's samples are compared with by the sample-quality metrics
+    /// (`genflow eval` adds FD, KID, precision and recall for models that sample images).
+    fn reference_data(&self) -> Option<&ImageDataConfig> {
+        None
+    }
     /// The model as a generator whose codes are fitted by optimisation, when it is one.
     fn code_fit(&self) -> Option<&dyn CodeFit> {
         None
+    }
+    /// Other samplers of the same model whose sample quality `genflow eval` reports beside the
+    /// model's own, by name (GLANN's GLO-Gaussian baseline: `glo_gaussian`).
+    fn baseline_samplers(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Samples of baseline sampler `name` (one of [`Task::baseline_samplers`]).
+    fn sample_baseline(
+        &self,
+        _run: &RunConfig,
+        name: &str,
+        _options: &SampleOptions,
+    ) -> Result<Tensor> {
+        Err(Error::config(format!(
+            "this task's model has no baseline sampler '{name}'"
+        )))
     }
 }
 
@@ -275,6 +304,8 @@ tasks! {
     ImageDensity(image_density::ImageDensityConfig) = "image-density",
     /// Image classification with an i-ResNet classifier.
     Classifier(classifier::ClassifierTaskConfig) = "classifier",
+    /// The feature network of the sample-quality metrics.
+    FeatureClassifier(features::FeatureClassifierConfig) = "feature-classifier",
     /// Non-adversarial image generation: GLO codes and generator, then an IMLE mapper.
     Glann(glann::GlannConfig) = "glann",
 }
@@ -302,15 +333,13 @@ pub fn lipschitz_max(nets: &[&ResidualNet]) -> Result<f64> {
         .try_fold(0.0, |acc: f64, l| Ok(acc.max(l?)))
 }
 
-/// Draws `curves.png` from a run's `metrics.jsonl`: the training loss and every `test_*` metric
-/// against the step.
-pub fn write_curves(out_dir: &Path, title: &str) -> Result<()> {
-    write_curves_of(out_dir, title, |k| k == "loss" || k.starts_with("test_"))
-}
+/// Keys of `metrics.jsonl` that `curves.png` leaves out (bookkeeping, or a copy of a test metric).
+const NOT_CURVES: &[&str] = &["step", "time_s", "eval_score"];
 
-/// Draws `curves.png` from a run's `metrics.jsonl`: every metric whose key `shown` accepts,
-/// against the step.
-pub fn write_curves_of(out_dir: &Path, title: &str, shown: impl Fn(&str) -> bool) -> Result<()> {
+/// Draws `curves.png` from a run's `metrics.jsonl`: one panel per logged quantity (the training
+/// loss, the learning rate, every test metric, ...) against the step, on a logarithmic axis where
+/// a quantity spans decades.
+pub fn write_curves(out_dir: &Path) -> Result<()> {
     let text =
         std::fs::read_to_string(out_dir.join(crate::train::METRICS_FILE)).unwrap_or_default();
     let mut series: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
@@ -325,23 +354,41 @@ pub fn write_curves_of(out_dir: &Path, title: &str, shown: impl Fn(&str) -> bool
             continue;
         };
         for (k, v) in fields {
-            if let (true, Some(v)) = (shown(k), v.as_f64()) {
+            let wanted = !NOT_CURVES.contains(&k.as_str()) && !k.starts_with("grad_norm/");
+            if let (true, Some(v)) = (wanted, v.as_f64()) {
                 series.entry(k.clone()).or_default().push((step, v));
             }
         }
     }
-    let series: Vec<crate::plots::Series> = series
+    // the loss first, then the test metrics, then the rest, each in name order
+    let rank = |k: &str| {
+        if k == "loss" {
+            0
+        } else if k.starts_with("test_") {
+            1
+        } else {
+            2
+        }
+    };
+    let mut keys: Vec<&String> = series.keys().collect();
+    keys.sort_by_key(|k| (rank(k), k.to_string()));
+    let panels: Vec<crate::plots::Panel> = keys
         .into_iter()
-        .map(|(name, points)| crate::plots::Series { name, points })
+        .map(|name| crate::plots::Panel {
+            title: name.clone(),
+            y_label: name.clone(),
+            series: vec![crate::plots::Series {
+                name: name.clone(),
+                points: series[name].clone(),
+            }],
+        })
         .collect();
-    if series.is_empty() {
+    if panels.is_empty() {
         return Ok(());
     }
-    crate::plots::save_curves(
-        title,
+    crate::plots::save_panels(
         "step",
-        "value",
-        &series,
+        &panels,
         &out_dir.join(crate::train::run_dir::CURVES_FILE),
     )
 }

@@ -2,12 +2,13 @@
 //! trained run to evaluate it, sample from it or use it on new data.
 
 use super::{
-    certify_for_evaluation, DataKind, FittedCodes, ItemConvergence, JobConfig, LogProb,
-    SampleOptions, Task,
+    certify_for_evaluation, lipschitz_max, quality, DataKind, FittedCodes, InvertibilityReport,
+    ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
 };
 use crate::config::ConfigDocument;
 use crate::optim::Optimizer;
 use crate::train::checkpoint::{self, CheckpointMeta};
+use crate::train::run_dir::EVAL_FILE;
 use crate::train::{self, run_dir, Averaged, LoopOutcome, LoopSettings, Weights, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -166,6 +167,8 @@ fn run_training(
             .train
             .max_minutes
             .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        on_nan: job.run.train.on_nan,
+        max_rollbacks: job.run.train.max_rollbacks,
     };
     let mut objective = training.objective;
     let outcome = match job.run.train.ema_decay {
@@ -180,6 +183,7 @@ fn run_training(
     };
     if !outcome.interrupted {
         task.write_pictures(&job.run, out_dir)?;
+        crate::report::write_run_report(out_dir)?;
     }
     Ok(outcome)
 }
@@ -249,6 +253,20 @@ pub struct Run {
     /// Optimiser steps taken when the checkpoint was written.
     pub step: u64,
     task: Box<dyn Task>,
+    device: Device,
+}
+
+/// What `genflow eval` computes besides the task's own report.
+#[derive(Debug, Clone, Default)]
+pub struct EvalOptions {
+    /// Samples drawn for the sample-quality metrics of models that generate images (FD, KID,
+    /// precision/recall); `None`: [`quality::DEFAULT_SAMPLES`], `Some(0)`: none.
+    pub samples: Option<i64>,
+    /// A feature-classifier run to use instead of the data set's cached feature network.
+    pub feature_net: Option<PathBuf>,
+    /// Make an inverse that did not converge, or a block with `Lip(g) >= 1`, an error instead of
+    /// a warning.
+    pub strict: bool,
 }
 
 impl Run {
@@ -293,7 +311,22 @@ impl Run {
             job,
             step: meta.step,
             task,
+            device,
         })
+    }
+
+    /// Warns when a residual block of the loaded model has `Lip(g) >= 1` (its inverse and
+    /// samples are then not guaranteed); returns the largest bound.
+    pub fn check_lipschitz(&self) -> Result<f64> {
+        let lip = lipschitz_max(&self.task.residual_nets())?;
+        if !(lip < 1.0) && !self.task.residual_nets().is_empty() {
+            tracing::warn!(
+                "a residual block of {} has Lip(g) = {lip:.6} >= 1: its inverse and samples are not \
+                 guaranteed",
+                self.dir.display()
+            );
+        }
+        Ok(lip)
     }
 
     /// The task behind the run.
@@ -306,9 +339,74 @@ impl Run {
         self.task.data_kind()
     }
 
-    /// The evaluation report (`genflow eval --json`).
+    /// The task's evaluation report (`genflow eval --json`), without sample-quality metrics.
     pub fn evaluate(&self) -> Result<serde_json::Value> {
         self.task.evaluate(&self.job.run)
+    }
+
+    /// The task's evaluation report and, for models that generate images, the sample-quality
+    /// metrics of `options.samples` samples against the test split ([`quality::QualityReport`]'s
+    /// keys added to the report); for each of the task's baseline samplers `NAME` as many samples
+    /// again, reported as `fd_NAME`, `kid_NAME` (the mean), `kid_std_NAME`, `precision_NAME` and
+    /// `recall_NAME`.
+    pub fn evaluate_with(&self, options: &EvalOptions) -> Result<serde_json::Value> {
+        let mut report = self.evaluate()?;
+        if let Ok(inverse) = serde_json::from_value::<InvertibilityReport>(report.clone()) {
+            if let Some(problem) = inverse.warning() {
+                if options.strict {
+                    return Err(Error::NonFinite(format!(
+                        "{}: {problem}",
+                        self.dir.display()
+                    )));
+                }
+                tracing::warn!("{problem}");
+            }
+        }
+        let samples = options.samples.unwrap_or(quality::DEFAULT_SAMPLES);
+        if let (Some(data), true) = (self.task.reference_data(), samples > 0) {
+            let images = self.sample(Some(samples), None, None)?;
+            let quality =
+                quality::image_quality(&images, data, options.feature_net.as_deref(), self.device)?;
+            let extra = serde_json::to_value(quality).map_err(|e| Error::config(e.to_string()))?;
+            if let (Some(fields), Some(extra)) = (report.as_object_mut(), extra.as_object()) {
+                fields.extend(extra.clone());
+            }
+            for &name in self.task.baseline_samplers() {
+                let sample_options = SampleOptions {
+                    n: samples,
+                    ..Default::default()
+                };
+                let images = self
+                    .task
+                    .sample_baseline(&self.job.run, name, &sample_options)?;
+                let q = quality::image_quality(
+                    &images,
+                    data,
+                    options.feature_net.as_deref(),
+                    self.device,
+                )?;
+                if let Some(fields) = report.as_object_mut() {
+                    let pairs = [
+                        ("fd", q.fd),
+                        ("kid", q.kid_mean),
+                        ("kid_std", q.kid_std),
+                        ("precision", q.precision),
+                        ("recall", q.recall),
+                    ];
+                    for (key, value) in pairs {
+                        fields.insert(format!("{key}_{name}"), serde_json::json!(value));
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes `report` into the run folder as [`EVAL_FILE`] (read by the report page).
+    pub fn save_evaluation(&self, report: &serde_json::Value) -> Result<()> {
+        let text =
+            serde_json::to_string_pretty(report).map_err(|e| Error::config(e.to_string()))?;
+        crate::fs::write_atomic(&self.dir.join(EVAL_FILE), text.as_bytes())
     }
 
     /// `n` samples in data space (`genflow sample`; `None`: the task's default count) from `seed`

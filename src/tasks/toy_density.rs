@@ -27,6 +27,8 @@ const DENSITY_RESOLUTION: usize = 200;
 const PICTURE_SAMPLES: i64 = 20_000;
 /// Points per evaluation batch.
 const EVAL_CHUNK: i64 = 4096;
+/// Model samples drawn by `genflow eval` for the sample metrics.
+const SAMPLE_METRICS: i64 = 10_000;
 /// The dimension of the toy data.
 const DIM: i64 = 2;
 
@@ -94,6 +96,19 @@ pub struct ToyDensityReport {
     pub invertibility: InvertibilityReport,
     /// `c^L`, the bound every block's `Lip(g)` must respect.
     pub lipschitz_target: f64,
+    /// Model samples drawn for the sample metrics below.
+    pub samples: usize,
+    /// `-mean log p_data(x)` of the model's samples under the true density, where it is known
+    /// (a sample-quality measure: low when samples fall where the data lives).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_true_nll_nats: Option<f64>,
+    /// For 8gaussians: modes holding at least 1% of the samples as high-quality samples (within 3
+    /// standard deviations of their nearest centre), and the share of high-quality samples
+    /// (SPEC section 6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modes_covered: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high_quality_fraction: Option<f64>,
 }
 
 /// Maximum likelihood on fresh batches from the toy density.
@@ -202,7 +217,7 @@ impl Task for ToyDensityTask {
         )?;
         let samples = self.draw_samples(PICTURE_SAMPLES, run.seed, self.config.eval.temperature)?;
         plots::save_scatter_histogram(&samples, density.plot_range(), &out_dir.join("samples.png"))?;
-        super::write_curves(out_dir, "i-ResNet toy density: training loss")
+        super::write_curves(out_dir)
     }
 
     fn evaluate(&self, run: &RunConfig) -> Result<serde_json::Value> {
@@ -228,6 +243,14 @@ impl Task for ToyDensityTask {
             let back = self.model.flow.transform.inverse(&z, &mut ctx)?;
             (back - &x).abs().max().double_value(&[])
         };
+        let samples = self.draw_samples(SAMPLE_METRICS, run.seed, self.config.eval.temperature)?;
+        let samples_true_nll_nats = density.log_density(&samples.to_kind(Kind::Double))?.map(|lp| {
+            -lp.mean(Kind::Double).double_value(&[])
+        });
+        let modes = match density {
+            ToyDensity::EightGaussians => Some(crate::metrics::eight_gaussians_modes(&samples)?),
+            _ => None,
+        };
         let model = &self.config.model;
         let report = ToyDensityReport {
             density: density.to_string(),
@@ -237,10 +260,15 @@ impl Task for ToyDensityTask {
             nll_gap_nats: true_nll.map(|t| test_nll - t),
             invertibility: InvertibilityReport::new(
                 round_trip_err,
-                &ctx.inverse_stats,
+                test_size as i64,
+                &ctx,
                 &self.residual_nets(),
             )?,
             lipschitz_target: model.spectral.coeff.powi(model.hidden.len() as i32 + 1),
+            samples: SAMPLE_METRICS as usize,
+            samples_true_nll_nats,
+            modes_covered: modes.as_ref().map(|m| m.modes_covered),
+            high_quality_fraction: modes.as_ref().map(|m| m.high_quality_fraction),
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
     }

@@ -180,4 +180,9 @@ impl<O: Objective> Objective for Averaged<O> {
         state.extend(self.ema.state());
         state
     }
+
+    fn restore(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.inner.restore(tensors)?;
+        self.ema.load(tensors)
+    }
 }

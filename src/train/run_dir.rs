@@ -16,6 +16,8 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const REPORT_FILE: &str = "report.html";
 /// The training curves every run draws.
 pub const CURVES_FILE: &str = "curves.png";
+/// The last `genflow eval` report of the run.
+pub const EVAL_FILE: &str = "eval.json";
 
 /// The files whose presence marks a folder as holding a run.
 const RUN_MARKERS: [&str; 3] = [CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE];
@@ -53,6 +55,7 @@ fn clear(dir: &Path, outputs: &[&str]) -> Result<()> {
         CONFIG_FILE,
         REPORT_FILE,
         CURVES_FILE,
+        EVAL_FILE,
     ];
     for name in fixed.iter().chain(outputs) {
         remove_if_present(&dir.join(name))?;

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use genflow::device::ComputeArgs;
-use genflow::tasks::{self, files, JobConfig, Run, TrainOptions};
+use genflow::tasks::{self, files, EvalOptions, JobConfig, Run, TrainOptions};
 use genflow::train::{Weights, EXIT_INTERRUPTED};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -64,6 +64,49 @@ enum Command {
         /// --set data.dir=/data (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Samples drawn for the sample-quality metrics of image generators (FD, KID,
+        /// precision, recall); 0 skips them.
+        #[arg(long, default_value_t = genflow::tasks::quality::DEFAULT_SAMPLES)]
+        samples: i64,
+        /// A feature-classifier run folder to compute them with, instead of the data set's
+        /// cached feature network.
+        #[arg(long, value_name = "DIR")]
+        features: Option<PathBuf>,
+        /// Fail (exit 1) when an inverse did not converge or a block has Lip(g) >= 1, instead of
+        /// warning.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Sample quality of your images against a data set: FD, KID, precision and recall on
+    /// genflow's feature network of that data set.
+    Metrics {
+        /// Images: a PNG (one image or a grid), a folder of PNGs, an IDX file or .safetensors.
+        #[arg(long)]
+        images: PathBuf,
+        /// The reference: DATASET:SPLIT, e.g. mnist:test.
+        #[arg(long)]
+        against: String,
+        /// A feature-classifier run folder, instead of the data set's cached feature network.
+        #[arg(long, value_name = "DIR")]
+        features: Option<PathBuf>,
+        /// Data folder (default: $GENFLOW_DATA or ~/.cache/genflow/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the report page of a run (DIR/report.html), or of several runs side by side.
+    Report {
+        /// The run folder.
+        #[arg(long, required_unless_present = "compare", conflicts_with = "compare")]
+        run: Option<PathBuf>,
+        /// Run folders to compare on one page.
+        #[arg(long, num_args = 2.., value_name = "DIR")]
+        compare: Vec<PathBuf>,
+        /// Where --compare writes its page.
+        #[arg(long, default_value = "compare.html")]
+        out: PathBuf,
     },
     /// Draw samples from a trained run into a PNG, CSV (points), IDX or .safetensors file.
     Sample {
@@ -271,19 +314,61 @@ fn run(cli: Cli) -> Result<i32> {
             json,
             live_weights,
             overrides,
+            samples,
+            features,
+            strict,
         } => {
             let weights = if live_weights {
                 Weights::Live
             } else {
                 Weights::Averaged
             };
+            if samples < 0 {
+                anyhow::bail!("--samples must be 0 or more, got {samples}");
+            }
             let run = Run::open_with(&run, compute.device_or_auto()?, weights, &overrides)?;
-            let report = run.evaluate()?;
+            let options = EvalOptions {
+                samples: Some(samples),
+                feature_net: features,
+                strict,
+            };
+            let report = run.evaluate_with(&options)?;
+            // the run folder keeps the evaluation for its report page, where it can be written
+            let saved = run
+                .save_evaluation(&report)
+                .and_then(|()| genflow::report::write_run_report(&run.dir));
+            if let Err(e) = saved {
+                tracing::warn!("the evaluation was not saved into the run folder: {e}");
+            }
             if json {
                 emit(report)?;
             } else {
                 emit(serde_json::to_string_pretty(&report)?)?;
             }
+        }
+        Command::Metrics {
+            images,
+            against,
+            features,
+            data_dir,
+            json,
+        } => {
+            let report = image_metrics(&images, &against, features.as_deref(), data_dir, compute)?;
+            if json {
+                emit(serde_json::to_string(&report)?)?;
+            } else {
+                emit(serde_json::to_string_pretty(&report)?)?;
+            }
+        }
+        Command::Report { run, compare, out } => {
+            let page = match run {
+                Some(dir) => genflow::report::write_run_report(&dir)?,
+                None => {
+                    genflow::report::write_comparison(&compare, &out)?;
+                    out
+                }
+            };
+            emit(format_args!("wrote {}", page.display()))?;
         }
         Command::Sample {
             run,
@@ -293,6 +378,7 @@ fn run(cli: Cli) -> Result<i32> {
             temperature,
         } => {
             let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            run.check_lipschitz()?;
             let samples = run.sample(n, seed, temperature)?;
             files::write_items(run.data_kind(), &out, &samples, None)?;
             emit(format_args!(
@@ -363,6 +449,43 @@ fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `genflow metrics`: sample quality of the images in `images` against `against`
+/// (`DATASET:SPLIT`).
+fn image_metrics(
+    images: &std::path::Path,
+    against: &str,
+    features: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+    compute: &ComputeArgs,
+) -> Result<genflow::tasks::quality::QualityReport> {
+    use genflow::tasks::quality::{compare, intensities, FeatureNetwork};
+    let (dataset, split) = against.split_once(':').ok_or_else(|| {
+        anyhow::anyhow!("--against takes DATASET:SPLIT, e.g. mnist:test; got '{against}'")
+    })?;
+    let data = genflow::data::ImageDataConfig {
+        dataset: dataset.parse()?,
+        dir: data_dir,
+        train_subset: None,
+        test_size: None,
+    };
+    let split: genflow::data::Split = split.parse()?;
+    let reference = genflow::data::load(data.dataset, split, &data.data_dir())?;
+    let samples = genflow::data::user_files::read_images(images, reference.shape())?;
+    let device = compute.device_or_auto()?;
+    let net = match features {
+        Some(dir) => FeatureNetwork::open(dir, device)?,
+        None => FeatureNetwork::for_data(&data, device)?,
+    };
+    let kid = genflow::metrics::KidOptions::default();
+    Ok(compare(
+        &samples,
+        &intensities(&reference),
+        against,
+        &net,
+        &kid,
+    )?)
 }
 
 /// `train --print-groups`: every parameter of the job's model with its optimiser group.
