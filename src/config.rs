@@ -106,6 +106,21 @@ pub const PRESETS: &[Preset] = &[
         summary: "the official i-ResNet CIFAR-10 classifier (7-7-7, 32-64-128, SGD 0.1), for GPUs",
         toml: include_str!("../presets/iresnet-classifier-cifar10-paper.toml"),
     },
+    Preset {
+        name: "glann-mnist",
+        summary: "GLANN (GLO + IMLE) on MNIST, official networks, ~45 min on 2 CPU cores",
+        toml: include_str!("../presets/glann-mnist.toml"),
+    },
+    Preset {
+        name: "glann-fashion-mnist",
+        summary: "GLANN (GLO + IMLE) on Fashion-MNIST, official networks, ~45 min on 2 CPU cores",
+        toml: include_str!("../presets/glann-fashion-mnist.toml"),
+    },
+    Preset {
+        name: "glann-paper",
+        summary: "GLANN at the paper's CIFAR-10 settings (500 GLO epochs, 50 IMLE rounds), for GPUs",
+        toml: include_str!("../presets/glann-paper.toml"),
+    },
 ];
 
 /// The settings every run has, whatever its task: the seed of every random draw, the device, the

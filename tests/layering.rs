@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["gan"],
     &["train"],
-    &["models"],
+    &["models", "glann"],
     &["flows"],
     &["distributions", "nn", "metrics"],
     &["data"],

@@ -27,6 +27,16 @@ fn tiny_run(job: &JobConfig, name: &str) -> (Option<String>, Vec<String>) {
             (Some(c.data.dataset.to_string()), sets)
         }
         TaskConfig::FeatureClassifier(c) => (Some(c.data.dataset.to_string()), vec![]),
+        TaskConfig::Glann(c) => {
+            let mut sets = vec!["train.imle_rounds=1".into(), "eval.samples=16".into()];
+            if paper {
+                sets.extend([
+                    "model.generator.hidden=16".into(),
+                    "model.generator.channels=[8, 8]".into(),
+                ]);
+            }
+            (Some(c.data.dataset.to_string()), sets)
+        }
         TaskConfig::Classifier(c) => {
             let mut sets = vec![];
             if paper {
@@ -48,22 +58,6 @@ fn tiny_run(job: &JobConfig, name: &str) -> (Option<String>, Vec<String>) {
     }
 }
 
-/// Keys every report of the preset's task carries.
-fn report_keys(job: &JobConfig) -> &'static [&'static str] {
-    match &job.task {
-        TaskConfig::ToyGan(_) => &["modes_covered", "high_quality_fraction"],
-        TaskConfig::ImageGan(c) if c.model.encoder => &["samples", "rho_mean", "recon_mse"],
-        TaskConfig::ImageGan(_) => &["samples", "test_images"],
-        TaskConfig::FeatureClassifier(_) => &["test_accuracy"],
-        _ => &[
-            "inverse_max_abs_err",
-            "inverse_iters_max",
-            "inverse_residual_max",
-            "lipschitz_max",
-        ],
-    }
-}
-
 fn genflow(args: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_genflow"))
         .args(["--device", "cpu", "--threads", "1"])
@@ -81,13 +75,34 @@ fn check(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The keys of a task's `eval --json` report that must hold finite numbers.
+fn report_keys(job: &JobConfig) -> &'static [&'static str] {
+    match &job.task {
+        TaskConfig::FeatureClassifier(_) => &["test_accuracy"],
+        TaskConfig::ToyGan(_) => &["modes_covered", "high_quality_fraction"],
+        TaskConfig::ImageGan(c) if c.model.encoder => &["samples", "rho_mean", "recon_mse"],
+        TaskConfig::ImageGan(_) => &["samples", "test_images"],
+        TaskConfig::Glann(_) => &[
+            "recon_mse",
+            "recon_loss",
+            "codes_sphere_deviation",
+            "imle_regression_mse",
+            "fd",
+            "kid_mean",
+            "fd_glo_gaussian",
+            "kid_glo_gaussian",
+        ],
+        _ => &[
+            "inverse_max_abs_err",
+            "inverse_iters_max",
+            "inverse_residual_max",
+            "lipschitz_max",
+        ],
+    }
+}
+
 fn train_and_evaluate(name: &str, tmp: &Path) {
     let job = JobConfig::resolve(name, &[]).unwrap();
-    // the full model builds
-    let task = job.task.build(&job.run, tch::Device::Cpu).unwrap();
-    assert!(!task.vars().variables().is_empty(), "{name}: no parameters");
-    drop(task);
-
     let (dataset, mut sets) = tiny_run(&job, name);
     if let Some(dataset) = &dataset {
         let dir = tmp.join("data");
@@ -101,6 +116,17 @@ fn train_and_evaluate(name: &str, tmp: &Path) {
         }
         sets.push("data.test_size=12".into());
     }
+    // the full model builds (on the run's data: GLANN sizes its code table by it)
+    let data_only: Vec<String> = sets
+        .iter()
+        .filter(|s| s.starts_with("data."))
+        .cloned()
+        .collect();
+    let full = JobConfig::resolve(name, &data_only).unwrap();
+    let task = full.task.build(&full.run, tch::Device::Cpu).unwrap();
+    assert!(!task.vars().variables().is_empty(), "{name}: no parameters");
+    drop(task);
+
     sets.extend(["train.steps=2", "train.batch_size=4", "train.eval_every=2"].map(String::from));
     let run = tmp.join(name);
     let mut args: Vec<String> = ["train", "--config", name, "--out"]

@@ -44,6 +44,8 @@ pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<Work
         Workload::GanStep => vec![gan_step(config, "gan-step", "gan-mnist")?],
         Workload::OganStep => vec![gan_step(config, "ogan-step", "ogan-mnist")?],
         Workload::Matmul => vec![matmul(config)?],
+        Workload::GloStep => vec![super::glann::glo_step(config)?],
+        Workload::ImleSearch => vec![super::glann::imle_search(config)?],
     })
 }
 

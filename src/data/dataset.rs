@@ -294,25 +294,39 @@ impl ImageDataset {
     /// ([`crate::seeds::Stream::Data`]), so a resumed run sees exactly what the uninterrupted one
     /// would. The last batch of an epoch holds the remainder.
     pub fn epoch_batch(&self, seed: u64, step: u64, batch_size: usize) -> Result<(Tensor, Tensor)> {
-        if batch_size == 0 || self.is_empty() {
-            return Err(Error::config(format!(
-                "cannot draw batches of {batch_size} from a data set of {} images",
-                self.len()
-            )));
-        }
-        let n = self.len();
-        let per_epoch = n.div_ceil(batch_size) as u64;
-        let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        let epoch_seed = crate::seeds::derived_seed(seed, crate::seeds::Stream::Data, epoch);
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
-        let start = index * batch_size;
-        let idx = Tensor::f_from_slice(&order[start..(start + batch_size).min(n)])?;
+        let idx = epoch_index(self.len(), seed, step, batch_size)?;
         Ok((
             self.images.f_index_select(0, &idx)?,
             self.labels.f_index_select(0, &idx)?,
         ))
     }
+}
+
+/// The indices (`i64`) of the items of training step `step` over a data set of `n` items with
+/// batches of `batch_size`, in the order of [`ImageDataset::epoch_batch`] (which takes these
+/// items): for objectives that need to know which items a batch holds (GLO's codes, say).
+///
+/// ```
+/// let first = genflow::data::epoch_index(10, 7, 0, 4)?;
+/// let last = genflow::data::epoch_index(10, 7, 2, 4)?;      // the remainder of epoch 0
+/// assert_eq!((first.size(), last.size()), (vec![4], vec![2]));
+/// # Ok::<(), genflow::Error>(())
+/// ```
+pub fn epoch_index(n: usize, seed: u64, step: u64, batch_size: usize) -> Result<Tensor> {
+    if batch_size == 0 || n == 0 {
+        return Err(Error::config(format!(
+            "cannot draw batches of {batch_size} from a data set of {n} items"
+        )));
+    }
+    let per_epoch = n.div_ceil(batch_size) as u64;
+    let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    let epoch_seed = crate::seeds::derived_seed(seed, crate::seeds::Stream::Data, epoch);
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
+    let start = index * batch_size;
+    Ok(Tensor::f_from_slice(
+        &order[start..(start + batch_size).min(n)],
+    )?)
 }
 
 /// The iterator returned by [`ImageDataset::batches`].

@@ -139,6 +139,8 @@ struct Param {
     tensor: Tensor,
     group: usize,
     state: ParamState,
+    /// Frozen at run time ([`Optimizer::set_frozen`]), on top of its group's setting.
+    frozen: bool,
 }
 
 struct Group {
@@ -224,6 +226,7 @@ impl Optimizer {
                 tensor,
                 group: owner.unwrap_or(default_group),
                 state: ParamState::default(),
+                frozen: false,
             })
             .collect();
         let size = |i: usize| params.iter().filter(|p| p.group == i).count();
@@ -282,6 +285,23 @@ impl Optimizer {
         }
         group.closure = Some(Box::new(f));
         Ok(())
+    }
+
+    /// Freezes (`true`) or thaws (`false`) every parameter whose name matches the glob `pattern`
+    /// (as in the groups), on top of the configured frozen groups: [`Optimizer::step`] neither
+    /// reads nor updates a frozen parameter, and its state stays as it was. For objectives that
+    /// train parts of a model in turns (the GLO and IMLE phases of GLANN, say); the setting is not
+    /// part of the optimiser's state, so such objectives set it again on resume. Returns how many
+    /// parameters matched; a pattern that matches none is an error listing some names.
+    pub fn set_frozen(&mut self, pattern: &str, frozen: bool) -> Result<usize> {
+        let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
+        let matched = groups::matching(&names, pattern)?;
+        for (p, hit) in self.params.iter_mut().zip(&matched) {
+            if *hit {
+                p.frozen = frozen;
+            }
+        }
+        Ok(matched.iter().filter(|&&hit| hit).count())
     }
 
     /// Zeroes the gradient of every parameter that has one.
@@ -358,7 +378,7 @@ impl Optimizer {
                     group: g.name.clone(),
                     lr_mult: g.lr_mult,
                     weight_decay: g.weight_decay,
-                    frozen: g.frozen,
+                    frozen: g.frozen || p.frozen,
                     transforms: g.transforms.iter().map(|t| t.to_string()).collect(),
                 }
             })
@@ -424,7 +444,7 @@ fn collect_grads<'p>(
     let mut slots: Vec<Vec<GradSlot<'p>>> = groups.iter().map(|_| Vec::new()).collect();
     for (index, p) in params.iter().enumerate().filter(|(_, p)| select(&p.name)) {
         let grad = p.tensor.f_grad()?;
-        if grad.defined() && !groups[p.group].frozen {
+        if grad.defined() && !groups[p.group].frozen && !p.frozen {
             slots[p.group].push(GradSlot {
                 name: &p.name,
                 index,

@@ -99,6 +99,26 @@ pub struct ItemConvergence {
     pub converged: bool,
 }
 
+/// Codes fitted to data-space items with a generator held fixed, and how well they reconstruct
+/// the items (`genflow encode` of a model without an inverse).
+#[derive(Debug)]
+pub struct FittedCodes {
+    /// The codes, `[n, n_z]`.
+    pub z: Tensor,
+    /// Per item, the mean squared difference between the item and the generator's image of its
+    /// code, over the pixels (intensities in `[0, 1]`).
+    pub reconstruction_mse: Vec<f64>,
+    /// Optimiser steps taken per item.
+    pub steps: u64,
+}
+
+/// A generator whose codes for new items are found by optimisation with its weights fixed
+/// (GLO), since it has no encoder.
+pub trait CodeFit {
+    /// The codes of data-space items (see [`DataKind`]) and their reconstruction errors.
+    fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes>;
+}
+
 /// A model as a density over its data space.
 pub trait Density {
     /// `log p` of data-space items (see [`DataKind`]), evaluated with the run's evaluation
@@ -181,6 +201,26 @@ pub trait Task {
     /// (`genflow eval` adds FD, KID, precision and recall for models that sample images).
     fn reference_data(&self) -> Option<&ImageDataConfig> {
         None
+    }
+    /// The model as a generator whose codes are fitted by optimisation, when it is one.
+    fn code_fit(&self) -> Option<&dyn CodeFit> {
+        None
+    }
+    /// Other samplers of the same model whose sample quality `genflow eval` reports beside the
+    /// model's own, by name (GLANN's GLO-Gaussian baseline: `glo_gaussian`).
+    fn baseline_samplers(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Samples of baseline sampler `name` (one of [`Task::baseline_samplers`]).
+    fn sample_baseline(
+        &self,
+        _run: &RunConfig,
+        name: &str,
+        _options: &SampleOptions,
+    ) -> Result<Tensor> {
+        Err(Error::config(format!(
+            "this task's model has no baseline sampler '{name}'"
+        )))
     }
 }
 
@@ -291,6 +331,8 @@ tasks! {
     Classifier(classifier::ClassifierTaskConfig) = "classifier",
     /// The feature network of the sample-quality metrics.
     FeatureClassifier(features::FeatureClassifierConfig) = "feature-classifier",
+    /// Non-adversarial image generation: GLO codes and generator, then an IMLE mapper.
+    Glann(glann::GlannConfig) = "glann",
 }
 
 /// Relative tolerance of the singular-value iterations run before evaluation.

@@ -2,8 +2,8 @@
 //! trained run to evaluate it, sample from it or use it on new data.
 
 use super::{
-    certify_for_evaluation, lipschitz_max, quality, DataKind, InvertibilityReport, ItemConvergence,
-    JobConfig, LogProb, SampleOptions, Task,
+    certify_for_evaluation, lipschitz_max, quality, DataKind, FittedCodes, InvertibilityReport,
+    ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
 };
 use crate::config::ConfigDocument;
 use crate::optim::Optimizer;
@@ -352,7 +352,9 @@ impl Run {
 
     /// The task's evaluation report and, for models that generate images, the sample-quality
     /// metrics of `options.samples` samples against the test split ([`quality::QualityReport`]'s
-    /// keys added to the report).
+    /// keys added to the report); for each of the task's baseline samplers `NAME` as many samples
+    /// again, reported as `fd_NAME`, `kid_NAME` (the mean), `kid_std_NAME`, `precision_NAME` and
+    /// `recall_NAME`.
     pub fn evaluate_with(&self, options: &EvalOptions) -> Result<serde_json::Value> {
         let mut report = self.evaluate()?;
         if let Ok(inverse) = serde_json::from_value::<InvertibilityReport>(report.clone()) {
@@ -374,6 +376,33 @@ impl Run {
             let extra = serde_json::to_value(quality).map_err(|e| Error::config(e.to_string()))?;
             if let (Some(fields), Some(extra)) = (report.as_object_mut(), extra.as_object()) {
                 fields.extend(extra.clone());
+            }
+            for &name in self.task.baseline_samplers() {
+                let sample_options = SampleOptions {
+                    n: samples,
+                    ..Default::default()
+                };
+                let images = self
+                    .task
+                    .sample_baseline(&self.job.run, name, &sample_options)?;
+                let q = quality::image_quality(
+                    &images,
+                    data,
+                    options.feature_net.as_deref(),
+                    self.device,
+                )?;
+                if let Some(fields) = report.as_object_mut() {
+                    let pairs = [
+                        ("fd", q.fd),
+                        ("kid", q.kid_mean),
+                        ("kid_std", q.kid_std),
+                        ("precision", q.precision),
+                        ("recall", q.recall),
+                    ];
+                    for (key, value) in pairs {
+                        fields.insert(format!("{key}_{name}"), serde_json::json!(value));
+                    }
+                }
             }
         }
         Ok(report)
@@ -431,6 +460,15 @@ impl Run {
             (None, Some(encoder)) => encoder.encode(x),
             (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
         }
+    }
+
+    /// Codes fitted to data-space `x` with the generator held fixed, and their reconstruction
+    /// errors (generators without an encoder, like GLO's).
+    pub fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes> {
+        self.task
+            .code_fit()
+            .ok_or_else(|| self.cannot(&"fitting codes", &"a generator with fitted codes"))?
+            .fit_codes(x)
     }
 
     /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item (an encoder's

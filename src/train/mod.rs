@@ -83,8 +83,7 @@ pub trait Objective {
 }
 
 /// The default [`Objective::update`], for overrides that use it in some cases: takes
-/// [`Objective::loss`], refuses a non-finite value ([`Error::NonFinite`], before any weight
-/// changes), backpropagates it and steps the optimiser.
+/// [`Objective::loss`] and [`descend`]s.
 pub fn loss_update<O: Objective + ?Sized>(
     objective: &mut O,
     step: u64,
@@ -92,6 +91,17 @@ pub fn loss_update<O: Objective + ?Sized>(
 ) -> Result<Update> {
     optimizer.zero_grad();
     let (loss, metrics) = objective.loss(step)?;
+    descend(optimizer, &loss, metrics)
+}
+
+/// The end of the default [`Objective::update`], for objectives that override it: refuses a
+/// non-finite `loss` ([`Error::NonFinite`], before any weight changes), backpropagates it and
+/// steps `optimizer` (whose gradients the caller zeroed before computing `loss`).
+pub fn descend(
+    optimizer: &mut Optimizer,
+    loss: &Tensor,
+    metrics: Vec<(String, f64)>,
+) -> Result<Update> {
     let value = loss.double_value(&[]);
     if !value.is_finite() {
         return Err(Error::NonFinite(format!("the loss became {value}")));
