@@ -12,11 +12,17 @@
 //! | `logdet-terms` | cost of one more series term in a training step, tangent and VJP products (`logdet-term-tangent`, `logdet-term-vjp`) |
 //! | `toy-step` | the `iresnet-toy` preset's model (10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, 1 power iteration), batch 500, exact log-det: a training step |
 //! | `mnist-step` | a training step of the `iresnet-mnist` preset's model ([`workloads::mnist_model`]), batch 64, Russian-roulette log-det |
+//! | `gan-step` | one full update of the `gan-mnist` preset (DCGAN on 1x28x28, batch 64 of uniform images in [-1, 1]): the alternating update, a discriminator step and a generator step of one Adam optimiser ([`crate::gan::update`]) |
+//! | `ogan-step` | one full update of the `ogan-mnist` preset (O-GAN, the single-loss update of GAN-QP with the correlation term, RMSprop) |
 //! | `matmul-1024` | a 1024 x 1024 matmul: the GFLOP/s ceiling of the same libtorch on this machine |
 //! | `allreduce` | only when named (`--workload allreduce`): an all-reduce (f32 sum) of 1, 10 and 100 MB over Gloo on 2 local ranks (two threads of this process, each with its own process group, connected over TCP loopback), measured by [`crate::distributed::bench::allreduce_bandwidth`] like `benches/allreduce-compare` measures both implementations; one result per size (`allreduce-1MB`, ...) with its bandwidth |
+//! | `glo-step` | a GLO step of the `glann-mnist` preset: batch 128, a table of 60000 codes, Laplacian loss, backward, Adam over generator and codes, projection ([`glann`]) |
+//! | `imle-search` | IMLE's exact nearest-neighbour search of 60000 codes among 600000 candidates, 64 dimensions ([`glann`]) |
 //!
-//! `benches/pytorch/iresnet_bench.py` runs the same workloads in PyTorch with the official i-ResNet
-//! estimator (double backward) and with tangent passes, printing the same JSON, and
+//! `benches/pytorch/iresnet_bench.py` runs the i-ResNet workloads in PyTorch with the official
+//! i-ResNet estimator (double backward) and with tangent passes, `benches/pytorch/gan_bench.py` the
+//! GAN workloads as a PyTorch training loop would (two optimisers for the alternating update),
+//! `benches/pytorch/glann_bench.py` the GLANN ones, each printing the same JSON, and
 //! `benches/compare` alternates both implementations in rounds and prints the ratio table.
 //! [`run`] first applies [`reuse_freed_memory`] (unless [`BenchConfig::reuse_memory`] is off), as
 //! the genflow CLI does at start-up.
@@ -32,6 +38,7 @@
 //! # }
 //! ```
 pub mod cli;
+pub mod glann;
 pub mod memory;
 pub mod plot;
 pub mod timing;
@@ -46,6 +53,7 @@ use std::str::FromStr;
 use tch::Device;
 
 pub use cli::{run_cli, BenchArgs};
+pub use glann::GlannShape;
 pub use memory::reuse_freed_memory;
 pub use workloads::adam_step;
 
@@ -64,22 +72,34 @@ pub enum Workload {
     ToyStep,
     /// `mnist-step`: a training step of the iresnet-mnist model.
     MnistStep,
+    /// `gan-step`: one alternating update of the gan-mnist model.
+    GanStep,
+    /// `ogan-step`: one single-loss update of the ogan-mnist model.
+    OganStep,
     /// `matmul-1024`: the matmul ceiling in GFLOP/s.
     Matmul,
     /// `allreduce`: all-reduce bandwidth over Gloo on 2 local ranks (run only when named).
     Allreduce,
+    /// `glo-step`: a GLO training step of the glann-mnist model.
+    GloStep,
+    /// `imle-search`: IMLE's exact nearest-neighbour search.
+    ImleSearch,
 }
 
 impl Workload {
     /// Every workload, in the order `genflow bench` runs them.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 11] = [
         Workload::BlockStep,
         Workload::BlockForward,
         Workload::BlockInverse,
         Workload::LogdetTerms,
         Workload::ToyStep,
         Workload::MnistStep,
+        Workload::GanStep,
+        Workload::OganStep,
         Workload::Matmul,
+        Workload::GloStep,
+        Workload::ImleSearch,
     ];
 
     /// Workloads that run only when named: `allreduce` (it starts a second rank, and has no
@@ -95,8 +115,12 @@ impl Workload {
             Workload::LogdetTerms => "logdet-terms",
             Workload::ToyStep => "toy-step",
             Workload::MnistStep => "mnist-step",
+            Workload::GanStep => "gan-step",
+            Workload::OganStep => "ogan-step",
             Workload::Matmul => "matmul-1024",
             Workload::Allreduce => "allreduce",
+            Workload::GloStep => "glo-step",
+            Workload::ImleSearch => "imle-search",
         }
     }
 }
@@ -184,7 +208,7 @@ pub struct BenchConfig {
     pub block: BlockShape,
     /// The model of `toy-step`.
     pub toy: ToyShape,
-    /// Images per batch of `mnist-step` (the `iresnet-mnist` preset's 64 by default).
+    /// Images per batch of `mnist-step`, `gan-step` and `ogan-step` (the presets' 64 by default).
     pub mnist_batch: i64,
     /// Tolerances of `block-inverse`.
     pub inverse: FixedPointConfig,
@@ -192,6 +216,8 @@ pub struct BenchConfig {
     pub matmul_n: i64,
     /// Message sizes of `allreduce`, MB (10^6 bytes).
     pub allreduce_mb: Vec<f64>,
+    /// Sizes of `glo-step` and `imle-search`.
+    pub glann: GlannShape,
     /// Untimed runs before the samples.
     pub warmup: usize,
     /// Timed runs per workload.
@@ -216,6 +242,7 @@ impl Default for BenchConfig {
             inverse: FixedPointConfig::default(),
             matmul_n: 1024,
             allreduce_mb: vec![1.0, 10.0, 100.0],
+            glann: GlannShape::default(),
             warmup: 2,
             samples: 5,
             threads: 0,
@@ -245,6 +272,11 @@ impl BenchConfig {
             mnist_batch: 1,
             matmul_n: 32,
             allreduce_mb: vec![0.01],
+            glann: GlannShape {
+                codes: 50,
+                candidates: 300,
+                batch: 4,
+            },
             warmup: 1,
             samples: 2,
             ..Default::default()
@@ -263,6 +295,9 @@ impl BenchConfig {
             self.toy.batch,
             self.mnist_batch,
             self.matmul_n,
+            self.glann.codes,
+            self.glann.candidates,
+            self.glann.batch,
         ];
         let sizes_ok = self
             .allreduce_mb
@@ -270,8 +305,8 @@ impl BenchConfig {
             .all(|&mb| mb > 0.0 && mb.is_finite());
         if positive.iter().any(|&v| v < 1) || b.terms == 0 || self.toy.blocks == 0 || !sizes_ok {
             return Err(Error::config(format!(
-                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}, all-reduce {:?} MB",
-                self.toy, self.mnist_batch, self.matmul_n, self.allreduce_mb
+                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}, glann {:?}, all-reduce {:?} MB",
+                self.toy, self.mnist_batch, self.matmul_n, self.glann, self.allreduce_mb
             )));
         }
         if self.samples == 0 {
@@ -455,6 +490,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         "batch": b.batch, "channels": b.channels, "size": b.size, "hidden": b.hidden,
         "terms": b.terms, "coeff": b.coeff, "power_iter": b.power_iter,
         "warmup": config.warmup, "samples": config.samples, "reuse_freed_memory": reuse_memory,
+        "glann": config.glann,
     });
     Ok(BenchReport {
         implementation: "genflow".into(),

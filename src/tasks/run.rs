@@ -15,8 +15,8 @@
 //! folder (a shared file system, or a copy).
 
 use super::{
-    certify_for_evaluation, lipschitz_max, quality, DataKind, InvertibilityReport, ItemConvergence,
-    JobConfig, LogProb, SampleOptions, Task,
+    certify_for_evaluation, lipschitz_max, quality, DataKind, FittedCodes, InvertibilityReport,
+    ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
 };
 use crate::config::{ConfigDocument, Dtype};
 use crate::distributed::{Backend, DataParallel, GroupConfig, ProcessGroup};
@@ -278,7 +278,8 @@ fn run_training(
     let outcome = match job.run.train.ema_decay {
         Some(decay) => {
             let resumed = stored.as_ref().map(|(tensors, _, _)| tensors);
-            let mut averaged = Averaged::new(objective, vs, decay, resumed)?;
+            let keep = |name: &str| task.averaged(name);
+            let mut averaged = Averaged::new(objective, vs, decay, &keep, resumed)?;
             let outcome = train::run(vs, &mut optimizer, &mut averaged, &settings, start)?;
             averaged.into_averaged_weights();
             outcome
@@ -460,7 +461,9 @@ impl Run {
 
     /// The task's evaluation report and, for models that generate images, the sample-quality
     /// metrics of `options.samples` samples against the test split ([`quality::QualityReport`]'s
-    /// keys added to the report).
+    /// keys added to the report); for each of the task's baseline samplers `NAME` as many samples
+    /// again, reported as `fd_NAME`, `kid_NAME` (the mean), `kid_std_NAME`, `precision_NAME` and
+    /// `recall_NAME`.
     pub fn evaluate_with(&self, options: &EvalOptions) -> Result<serde_json::Value> {
         let mut report = self.evaluate()?;
         if let Ok(inverse) = serde_json::from_value::<InvertibilityReport>(report.clone()) {
@@ -482,6 +485,33 @@ impl Run {
             let extra = serde_json::to_value(quality).map_err(|e| Error::config(e.to_string()))?;
             if let (Some(fields), Some(extra)) = (report.as_object_mut(), extra.as_object()) {
                 fields.extend(extra.clone());
+            }
+            for &name in self.task.baseline_samplers() {
+                let sample_options = SampleOptions {
+                    n: samples,
+                    ..Default::default()
+                };
+                let images = self
+                    .task
+                    .sample_baseline(&self.job.run, name, &sample_options)?;
+                let q = quality::image_quality(
+                    &images,
+                    data,
+                    options.feature_net.as_deref(),
+                    self.device,
+                )?;
+                if let Some(fields) = report.as_object_mut() {
+                    let pairs = [
+                        ("fd", q.fd),
+                        ("kid", q.kid_mean),
+                        ("kid_std", q.kid_std),
+                        ("precision", q.precision),
+                        ("recall", q.recall),
+                    ];
+                    for (key, value) in pairs {
+                        fields.insert(format!("{key}_{name}"), serde_json::json!(value));
+                    }
+                }
             }
         }
         Ok(report)
@@ -532,29 +562,49 @@ impl Run {
             .log_prob(x)
     }
 
-    /// `z = f(x)` per item of data-space `x` (invertible models only).
+    /// `z = f(x)` per item of data-space `x` (invertible models and encoders only).
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        self.task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
-            .encode(x)
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => map.encode(x),
+            (None, Some(encoder)) => encoder.encode(x),
+            (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
+        }
     }
 
-    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item.
+    /// Codes fitted to data-space `x` with the generator held fixed, and their reconstruction
+    /// errors (generators without an encoder, like GLO's).
+    pub fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes> {
+        self.task
+            .code_fit()
+            .ok_or_else(|| self.cannot(&"fitting codes", &"a generator with fitted codes"))?
+            .fit_codes(x)
+    }
+
+    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item (an encoder's
+    /// decoder is a direct map: every item converged at once).
     pub fn decode(&self, z: &Tensor) -> Result<(Tensor, Vec<ItemConvergence>)> {
-        self.task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"decode", &"an invertible map"))?
-            .decode(z)
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => map.decode(z),
+            (None, Some(encoder)) => {
+                let x = encoder.decode(z)?;
+                let direct = ItemConvergence {
+                    iterations: 0,
+                    residual: 0.0,
+                    converged: true,
+                };
+                Ok((x, vec![direct; z.size()[0] as usize]))
+            }
+            (None, None) => Err(self.cannot(&"decode", &"an invertible map or an encoder")),
+        }
     }
 
-    /// The per-item shape of latents (invertible models only).
+    /// The per-item shape of latents (invertible models and encoders only).
     pub fn latent_shape(&self) -> Result<Vec<i64>> {
-        Ok(self
-            .task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
-            .latent_shape())
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => Ok(map.latent_shape()),
+            (None, Some(encoder)) => Ok(encoder.latent_shape()),
+            (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
+        }
     }
 
     fn cannot(&self, what: &dyn std::fmt::Display, needs: &dyn std::fmt::Display) -> Error {

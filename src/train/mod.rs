@@ -71,19 +71,7 @@ pub trait Objective {
     /// objectives with several losses per step override it, taking their logged values through
     /// [`global_values`] before checking them and backpropagating with [`backward`].
     fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
-        optimizer.zero_grad();
-        let (loss, metrics) = self.loss(step)?;
-        let (value, metrics) = global_values(loss.double_value(&[]), metrics)?;
-        if !value.is_finite() {
-            return Err(Error::NonFinite(format!("the loss became {value}")));
-        }
-        backward(&loss)?;
-        let report = optimizer.step()?;
-        Ok(Update {
-            loss: value,
-            metrics,
-            report,
-        })
+        loss_update(self, step, optimizer)
     }
     /// Called after every optimiser step (e.g. to update a moving average of the weights).
     fn after_step(&mut self, _step: u64) -> Result<()> {
@@ -135,6 +123,41 @@ pub fn backward(loss: &Tensor) -> Result<()> {
             Some(dp) => dp.backward_failed(e),
             None => e,
         }
+    })
+}
+
+/// The default [`Objective::update`], for overrides that use it in some cases: takes
+/// [`Objective::loss`] and [`descend`]s.
+pub fn loss_update<O: Objective + ?Sized>(
+    objective: &mut O,
+    step: u64,
+    optimizer: &mut Optimizer,
+) -> Result<Update> {
+    optimizer.zero_grad();
+    let (loss, metrics) = objective.loss(step)?;
+    descend(optimizer, &loss, metrics)
+}
+
+/// The end of the default [`Objective::update`], for objectives that override it: refuses a
+/// non-finite `loss` ([`Error::NonFinite`], before any weight changes), backpropagates it and
+/// steps `optimizer` (whose gradients the caller zeroed before computing `loss`). In
+/// data-parallel training the loss and `metrics` are first replaced by the ranks' means
+/// ([`global_values`]), and the optimiser averages the gradients.
+pub fn descend(
+    optimizer: &mut Optimizer,
+    loss: &Tensor,
+    metrics: Vec<(String, f64)>,
+) -> Result<Update> {
+    let (value, metrics) = global_values(loss.double_value(&[]), metrics)?;
+    if !value.is_finite() {
+        return Err(Error::NonFinite(format!("the loss became {value}")));
+    }
+    backward(loss)?;
+    let report = optimizer.step()?;
+    Ok(Update {
+        loss: value,
+        metrics,
+        report,
     })
 }
 

@@ -136,7 +136,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Map your data to the latent space of a trained invertible model (x -> z).
+    /// Map your data to the latent space of a trained invertible model (x -> z), or fit the codes
+    /// of a GLO/GLANN generator to it (with the generator fixed) and report the reconstruction
+    /// error.
     Encode {
         #[arg(long)]
         run: PathBuf,
@@ -431,6 +433,21 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Encode { run, input, out } => {
             let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
             let x = files::read_items(run.data_kind(), &input)?;
+            if run.task().code_fit().is_some() {
+                let fitted = run.fit_codes(&x)?;
+                files::write_latents(&out, &fitted.z)?;
+                let errors = &fitted.reconstruction_mse;
+                let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+                let worst = errors.iter().copied().fold(0.0, f64::max);
+                emit(format_args!(
+                    "fitted the codes of {} items in {} steps each into {}: reconstruction MSE \
+                     mean {mean:.6}, max {worst:.6}",
+                    errors.len(),
+                    fitted.steps,
+                    out.display()
+                ))?;
+                return Ok(0);
+            }
             let z = run.encode(&x)?;
             files::write_latents(&out, &z)?;
             emit(format_args!(
@@ -503,6 +520,8 @@ fn image_metrics(
         dir: data_dir,
         train_subset: None,
         test_size: None,
+        folder: None,
+        image_size: None,
     };
     let split: genflow::data::Split = split.parse()?;
     let reference = genflow::data::load(data.dataset, split, &data.data_dir())?;
