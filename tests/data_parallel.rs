@@ -5,7 +5,9 @@
 //! (spectral-norm vectors, ActNorm's initialisation, BatchNorm's running statistics), optimiser
 //! state and moving averages that one process leaves with the whole batch, after one step and
 //! after 20, and log the same losses; a rank that is killed is named by the other, which stops,
-//! and `--resume` on two ranks then finishes the run.
+//! and `--resume` on two ranks then finishes the run. The same holds for the feature network
+//! (BatchNorm) and the toy GAN (both updates); tasks that train on one process only refuse to
+//! launch.
 mod common;
 
 use std::collections::BTreeMap;
@@ -212,6 +214,125 @@ fn classifier_with_batch_norm_on_two_ranks_equals_one_process() {
         ],
         &["running_mean", "running_var", "actnorms"],
     );
+}
+
+#[test]
+fn feature_classifier_with_batch_norm_on_two_ranks_equals_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_digits(tmp.path());
+    let data = format!("data.dir=\"{}\"", tmp.path().display());
+    // The feature network of the sample-quality metrics: conv-BatchNorm stages, normalised with
+    // the statistics of all 25 images of an odd batch (13 + 12). SGD, for the reason above (its
+    // convs have biases before BatchNorm).
+    one_process_equals_two_ranks(
+        "features-mnist",
+        &[
+            &data,
+            "data.dataset=\"digits\"",
+            "data.train_subset=200",
+            "data.test_size=20",
+            "model.in_shape=[1, 8, 8]",
+            "model.widths=[4, 4]",
+            "model.features=8",
+            "train.batch_size=25",
+            "train.eval_every=10",
+            "optim={ kind = \"sgd\", lr = 0.05, momentum = 0.9, weight_decay = 5e-4 }",
+        ],
+        &["running_mean", "running_var", "features"],
+    );
+}
+
+#[test]
+fn toy_gan_alternating_on_two_ranks_equals_one_process() {
+    // The alternating update (a discriminator step, then a generator step against the updated
+    // discriminator) on an odd batch (32 + 31 points, weighted), with spectral normalisation in
+    // the discriminator and WGAN-GP's per-point interpolation weights drawn for the global batch.
+    one_process_equals_two_ranks(
+        "gan-toy",
+        &[
+            "model.hidden=[16, 16]",
+            "model.spectral_norm=true",
+            "train.batch_size=63",
+            "train.update=\"alternating\"",
+            "train.penalty={ wgan-gp = { lambda = 1.0 } }",
+            "data.test_size=200",
+            "train.eval_every=10",
+        ],
+        &["generator.", "discriminator.", ".u", "optim."],
+    );
+}
+
+#[test]
+fn toy_ogan_single_loss_on_two_ranks_equals_one_process() {
+    // The single-loss update of an O-GAN (the correlation term on every rank's rows), GAN-QP's
+    // per-pair distances, R1, and a moving average of the generator.
+    one_process_equals_two_ranks(
+        "gan-toy",
+        &[
+            "model.hidden=[16, 16]",
+            "model.encoder=true",
+            "train.batch_size=64",
+            "train.update=\"single-loss\"",
+            "train.loss={ gan-qp = { lambda = 10.0 } }",
+            "train.penalty={ r1 = { gamma = 1.0 } }",
+            "train.ema_decay=0.9",
+            "data.test_size=200",
+            "train.eval_every=10",
+        ],
+        &["generator.", "discriminator.", "ema."],
+    );
+}
+
+#[test]
+fn tasks_that_train_on_one_process_only_refuse_to_launch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = format!("data.dir=\"{}\"", tmp.path().display());
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "ogan-mnist",
+            "task image-gan trains on one process only",
+            &[&data],
+        ),
+        (
+            "glann-mnist",
+            "task glann trains on one process only",
+            &[&data],
+        ),
+        (
+            "gan-toy",
+            "task toy-gan trains on one process only with model.generator_norm = \"batch\"",
+            &["model.generator_norm=\"batch\""],
+        ),
+    ];
+    for (config, expected, settings) in cases {
+        let run = tmp.path().join(config);
+        let started = Instant::now();
+        let out = genflow()
+            .env("GENFLOW_DIST_TIMEOUT", "60")
+            .args(["launch", "--nproc", "2", "--", "train"])
+            .args(args(config, &run, settings))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{config} trained on two ranks:\n{err}"
+        );
+        let line = err
+            .lines()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("{config}: no refusal naming the task:\n{err}"));
+        assert!(line.contains("genflow launch"), "{line}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{config}: the refusal took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !run.exists(),
+            "{config}: the refusal touched the run folder"
+        );
+    }
 }
 
 /// The pids of `parent`'s child processes.

@@ -28,6 +28,22 @@
 //! until the returned guard is dropped, so tests that train in parallel threads do not meet each
 //! other's contexts.
 //!
+//! # Tasks
+//!
+//! | task | data-parallel |
+//! |---|---|
+//! | `toy-density` | yes |
+//! | `image-density` | yes |
+//! | `classifier` | yes (synchronised batch normalisation) |
+//! | `feature-classifier` | yes (synchronised batch normalisation) |
+//! | `toy-gan` | yes, both updates (alternating: the discriminator's gradients are averaged before its step, the generator's before its own); one process only with `model.generator_norm` other than `"none"` |
+//! | `image-gan` | no: one process only |
+//! | `glann` | no: one process only (its per-image code table and IMLE rounds are not sharded) |
+//!
+//! A task that trains on one process only says so (`TaskSpec::single_process_only` in
+//! `crate::tasks`), and a data-parallel run of it refuses to start, on every rank before it joins
+//! the group, with a one-line error naming the task.
+//!
 //! # A new task family
 //!
 //! A task trained through `crate::tasks` gets the group, the broadcast, the rank-0-only writes,
@@ -41,7 +57,10 @@
 //! - normalises batches with [`crate::nn::BatchNorm`] rather than `tch::nn::BatchNorm`;
 //! - when it overrides `Objective::update`, passes its logged values through
 //!   `crate::train::global_values` before checking them, and backpropagates with
-//!   `crate::train::backward`.
+//!   `crate::train::backward` (or ends with `crate::train::descend`, which does both); an update
+//!   in parts steps each part with [`crate::optim::Optimizer::step_part`], which averages that
+//!   part's gradients;
+//! - or, until it does all this, declares that it trains on one process only.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

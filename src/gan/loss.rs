@@ -25,6 +25,7 @@
 //! `-lambda * E[rho(z, E(G(z)))]` with `rho` the Pearson correlation across the `n_z` components of
 //! one item ([`row_correlation`]).
 
+use crate::seeds::{draw_rows, BatchShard};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -189,9 +190,16 @@ pub fn wgan_gp(scores: &Tensor, x: &Tensor, lambda: f64) -> Result<Tensor> {
 /// `eps x_real + (1 - eps) x_fake` with `eps ~ U[0, 1]` per item (libtorch's generator), requiring
 /// gradients: the points of the WGAN-GP penalty.
 pub fn interpolates(x_real: &Tensor, x_fake: &Tensor) -> Tensor {
+    interpolates_rows(x_real, x_fake, None)
+}
+
+/// [`interpolates`] of a shard's rows of a global batch in data-parallel training: the weights
+/// `eps` are the global batch's draws, this shard's rows kept ([`BatchShard::draw`]).
+pub fn interpolates_rows(x_real: &Tensor, x_fake: &Tensor, shard: Option<&BatchShard>) -> Tensor {
     let mut shape = vec![x_real.size()[0]];
     shape.extend(std::iter::repeat_n(1, x_real.dim() - 1));
-    let eps = Tensor::rand(shape.as_slice(), (x_real.kind(), x_real.device()));
+    let options = (x_real.kind(), x_real.device());
+    let eps = draw_rows(shard, &shape, |s| Tensor::rand(s, options));
     (x_fake + eps * (x_real - x_fake))
         .detach()
         .set_requires_grad(true)

@@ -61,6 +61,17 @@ pub enum GeneratorNorm {
     SelfModulated,
 }
 
+impl GeneratorNorm {
+    /// The name as written in TOML.
+    pub fn name(self) -> &'static str {
+        match self {
+            GeneratorNorm::None => "none",
+            GeneratorNorm::Batch => "batch",
+            GeneratorNorm::SelfModulated => "self-modulated",
+        }
+    }
+}
+
 /// The MLP generator and discriminator for vectors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +421,15 @@ impl Generator {
         self.z_dim
     }
 
+    /// The floating-point type of the weights (f32 unless the run converted them).
+    pub fn kind(&self) -> Kind {
+        match self.layers.first().map(|(map, _)| map) {
+            Some(GenMap::Linear(l)) => l.ws.kind(),
+            Some(GenMap::Transposed(c)) => c.ws.kind(),
+            None => Kind::Float,
+        }
+    }
+
     /// `G(z)` for `z` `[n, z_dim]` (training mode: batch statistics, running averages updated).
     pub fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
         let last = self.layers.len() - 1;
@@ -621,11 +641,12 @@ impl Gan {
     /// ([`Stream::Sample`]), `t` the temperature.
     pub fn sample(&self, n: i64, seed: u64, temperature: f64, device: tch::Device) -> Tensor {
         tch::manual_seed(derived_seed(seed, Stream::Sample, 0) as i64);
-        let z = self.latents(n, Kind::Float, device) * temperature;
+        let z = self.latents(n, self.generator.kind(), device) * temperature;
         self.generate(&z)
     }
 
-    /// Latents `[n, z_dim]` as f32 on `device`, or an error naming the expected shape.
+    /// Latents `[n, z_dim]` in the weights' type on `device`, or an error naming the expected
+    /// shape.
     pub fn checked_latents(&self, z: &Tensor, device: tch::Device) -> Result<Tensor> {
         let z_dim = self.generator.z_dim();
         let size = z.size();
@@ -634,7 +655,7 @@ impl Gan {
                 "this GAN decodes latents [n, {z_dim}], got shape {size:?}"
             )));
         }
-        Ok(z.to_kind(Kind::Float).to_device(device))
+        Ok(z.to_kind(self.generator.kind()).to_device(device))
     }
 
     /// `G(z)` in evaluation mode (batch norm with its running statistics), without a graph, in

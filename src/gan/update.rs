@@ -28,12 +28,21 @@
 //! Randomness: `z` (and WGAN-GP's interpolation weights) come from libtorch's generator seeded
 //! from the run's seed and the step ([`Stream::Probe`]), so a resumed run draws what the
 //! uninterrupted one would.
+//!
+//! Data-parallel training ([`crate::distributed::data_parallel`]): each rank takes its shard of
+//! the step's global batch of real items ([`BatchShard::rows`]) and the same rows of the global
+//! batch's latents and interpolation weights ([`BatchShard::draw`]), weights both losses (means
+//! over its rows) by [`BatchShard::weight`], and logs the ranks' means; the optimiser averages
+//! the discriminator's gradients before its step and the generator's before its own, so both
+//! updates are those of one process with the global batch. Batch normalisation in these nets is
+//! not synchronised: a task refuses data-parallel training of nets that have it.
 
-use super::loss::{interpolates, r1, row_correlation, wgan_gp, GanLoss, Penalty};
+use super::loss::{interpolates_rows, r1, row_correlation, wgan_gp, GanLoss, Penalty};
 use super::nets::{Gan, DISCRIMINATOR, GENERATOR};
+use crate::distributed::data_parallel;
 use crate::optim::Optimizer;
-use crate::seeds::{derived_seed, Stream};
-use crate::train::{loss_update, Evaluation, Objective, Update};
+use crate::seeds::{derived_seed, BatchShard, Stream};
+use crate::train::{backward, global_values, loss_update, Evaluation, Objective, Update};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -128,6 +137,9 @@ pub struct GanLosses<'a> {
     pub penalty: Option<Penalty>,
     /// O-GAN's `lambda` (0 without an encoder).
     pub rho_weight: f64,
+    /// In data-parallel training, the rows of the step's global batch that this rank computes
+    /// (per-row draws take these rows of the global batch's); `None`: the whole batch.
+    pub shard: Option<BatchShard>,
 }
 
 impl<'a> GanLosses<'a> {
@@ -143,6 +155,7 @@ impl<'a> GanLosses<'a> {
             loss: config.loss,
             penalty: config.penalty,
             rho_weight,
+            shard: None,
         }
     }
 
@@ -183,7 +196,7 @@ impl<'a> GanLosses<'a> {
             None => None,
             Some(Penalty::R1 { gamma }) => Some(r1(&real.score, &x_in, gamma)?),
             Some(Penalty::WganGp { lambda }) => {
-                let x_hat = interpolates(x, fake);
+                let x_hat = interpolates_rows(x, fake, self.shard.as_ref());
                 let scores = self.judge(&x_hat).score;
                 Some(wgan_gp(&scores, &x_hat, lambda)?)
             }
@@ -259,7 +272,11 @@ pub fn is_generator(name: &str) -> bool {
 
 /// The value of a scalar tensor, refusing NaN and infinity.
 fn finite(t: &Tensor, what: &str) -> Result<f64> {
-    let v = t.f_double_value(&[])?;
+    finite_value(t.f_double_value(&[])?, what)
+}
+
+/// `v`, refusing NaN and infinity.
+fn finite_value(v: f64, what: &str) -> Result<f64> {
     if v.is_finite() {
         Ok(v)
     } else {
@@ -269,18 +286,31 @@ fn finite(t: &Tensor, what: &str) -> Result<f64> {
 
 impl<R: RealData> GanObjective<'_, R> {
     /// The real items, latents and generated items of step `step` (the generated ones with their
-    /// graph).
-    fn draw(&mut self, step: u64) -> Result<(Tensor, Tensor, Tensor)> {
+    /// graph): in data-parallel training this rank's shard of the global batch (module docs),
+    /// which is returned too.
+    fn draw(&mut self, step: u64) -> Result<(Tensor, Tensor, Tensor, BatchShard)> {
         let x = self.data.batch(step)?;
+        let shard = data_parallel::shard(x.size()[0])?;
+        let x = shard.rows(&x);
+        self.losses.shard = (!shard.is_whole()).then_some(shard);
         tch::manual_seed(derived_seed(self.seed, Stream::Probe, step) as i64);
         let gan = self.losses.gan;
-        let z = gan.latents(x.size()[0], x.kind(), x.device());
+        let (kind, device) = (x.kind(), x.device());
+        let z = shard.draw(&[shard.len, gan.generator.z_dim()], |shape| {
+            gan.latents(shape[0], kind, device)
+        });
         let fake = gan.generator.forward_t(&z, true);
-        Ok((x, z, fake))
+        Ok((x, z, fake, shard))
     }
 
-    /// The scalars logged with a step.
-    fn metrics(d: &DiscriminatorSide, g_loss: f64, gan: &Gan, z: &Tensor) -> Vec<(String, f64)> {
+    /// The scalars logged with a step (means over `shard`'s rows, times its weight).
+    fn metrics(
+        d: &DiscriminatorSide,
+        g_loss: f64,
+        gan: &Gan,
+        z: &Tensor,
+        shard: &BatchShard,
+    ) -> Vec<(String, f64)> {
         let mean = |t: &Tensor| t.mean(t.kind()).double_value(&[]);
         let mut m = vec![
             ("d_loss".to_string(), d.loss.double_value(&[])),
@@ -295,28 +325,38 @@ impl<R: RealData> GanObjective<'_, R> {
             let rho = tch::no_grad(|| mean(&row_correlation(z, &d.fake.code)));
             m.push(("rho".to_string(), rho));
         }
-        m
+        let weight = shard.weight();
+        m.into_iter().map(|(k, v)| (k, v * weight)).collect()
     }
 
     /// The alternating update (module docs).
     fn alternating(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
         optimizer.zero_grad();
-        let (x, z, fake) = self.draw(step)?;
+        let (x, z, fake, shard) = self.draw(step)?;
         let d = self.losses.discriminator_side(&x, &fake.detach(), &z)?;
-        let d_loss = finite(&d.loss, "discriminator loss")?;
-        d.loss.f_backward()?;
+        let d_weighted = shard.weighted(&d.loss);
+        // the ranks' mean, so that every rank refuses a non-finite loss alike
+        let (d_loss, _) = global_values(d_weighted.f_double_value(&[])?, Vec::new())?;
+        finite_value(d_loss, "discriminator loss")?;
+        backward(&d_weighted)?;
         let d_report = optimizer.step_part(&is_discriminator)?;
         let real_score = d.real.score.detach();
         let g = self
             .losses
             .generator_side(&real_score, &self.losses.judge(&fake), &z);
-        let g_loss = finite(&g, "generator loss")?;
-        g.f_backward()?;
+        let local = Self::metrics(&d, g.f_double_value(&[])?, self.losses.gan, &z, &shard);
+        let (_, metrics) = global_values(0.0, local)?;
+        let g_loss = metrics
+            .iter()
+            .find(|(k, _)| k == "g_loss")
+            .map_or(f64::NAN, |(_, v)| *v);
+        finite_value(g_loss, "generator loss")?;
+        backward(&shard.weighted(&g))?;
         let g_report = optimizer.step_part(&is_generator)?;
         optimizer.finish_step();
         Ok(Update {
             loss: d_loss,
-            metrics: Self::metrics(&d, g_loss, self.losses.gan, &z),
+            metrics,
             report: d_report.combine(g_report),
         })
     }
@@ -325,11 +365,16 @@ impl<R: RealData> GanObjective<'_, R> {
 impl<R: RealData> Objective for GanObjective<'_, R> {
     /// The single loss of step `step` (its value is `L_D`'s).
     fn loss(&mut self, step: u64) -> Result<(Tensor, Vec<(String, f64)>)> {
-        let (x, z, fake) = self.draw(step)?;
+        let (x, z, fake, shard) = self.draw(step)?;
         let (loss, d, g) = self.losses.single_loss(&x, &fake, &z)?;
-        let g_loss = finite(&g, "generator loss")?;
-        let metrics = Self::metrics(&d, g_loss, self.losses.gan, &z);
-        Ok((loss, metrics))
+        // in data-parallel training a rank must not stop alone: the loss's check in the update
+        // (on the ranks' mean, which a non-finite generator loss makes non-finite) stops them all
+        let g_loss = match data_parallel::active() {
+            None => finite(&g, "generator loss")?,
+            Some(_) => g.f_double_value(&[])?,
+        };
+        let metrics = Self::metrics(&d, g_loss, self.losses.gan, &z, &shard);
+        Ok((shard.weighted(&loss), metrics))
     }
 
     fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {

@@ -15,6 +15,9 @@
 //! result (the buffer `imle.noise`, so a run resumed within a round regresses onto the same
 //! targets) and the optimiser state; every random draw derives from the run's seed and the step.
 //!
+//! Trains on one process only: `genflow launch` and torchrun refuse it at start
+//! ([`TaskSpec::single_process_only`]).
+//!
 //! One optimiser serves both phases, with the parameter groups of `[optim]` giving each part its
 //! learning rate. The official code's settings (`yedidh/glann`): Adam with betas (0.5, 0.999),
 //! generator 1e-3, codes 1e-2, mapper 1e-3 with weight decay 1e-5:
@@ -184,6 +187,14 @@ impl TaskSpec for GlannConfig {
         "reconstructions.png",
         "interpolations.png",
     ];
+
+    fn single_process_only(&self) -> Option<String> {
+        Some(
+            "(data-parallel training of GLANN is not implemented: its per-image code table and \
+             IMLE rounds are not split over ranks)"
+                .into(),
+        )
+    }
 
     fn validate(&self, run: &RunConfig) -> Result<()> {
         self.data.validate()?;

@@ -5,6 +5,9 @@
 //! Images are exchanged as intensities `v` in `[0, 1]` ([`DataKind`]); the nets see
 //! `x = 2 v - 1` and the generator's `tanh` output maps back by `v = (x + 1) / 2`.
 //!
+//! Trains on one process only: `genflow launch` and torchrun refuse it at start
+//! ([`TaskSpec::single_process_only`]).
+//!
 //! An O-GAN (`model.encoder = true`) is also an [`Encoder`]: `genflow encode` gives
 //! `z = N(E(x))` (the codes centred and scaled to unit standard deviation per image) and
 //! `genflow decode` gives `G(z)`; a run writes reconstructions `G(s N(E(x)))` (`s =
@@ -89,6 +92,14 @@ pub struct ImageGanConfig {
 impl TaskSpec for ImageGanConfig {
     const OUTPUTS: &'static [&'static str] =
         &["samples.png", "reconstructions.png", "interpolations.png"];
+
+    fn single_process_only(&self) -> Option<String> {
+        Some(
+            "(data-parallel training of image GANs is not implemented: the batch normalisation of \
+             their nets is not synchronised over ranks)"
+                .into(),
+        )
+    }
 
     fn validate(&self, _run: &RunConfig) -> Result<()> {
         self.data.validate()?;

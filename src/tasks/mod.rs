@@ -237,6 +237,13 @@ pub trait TaskSpec: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Par
     /// Upgrades a configuration table stored by a format-1 checkpoint
     /// ([`crate::train::checkpoint::CONFIG_FORMAT`]) to today's layout.
     fn migrate_v1(_table: &mut toml::Table) {}
+    /// `Some(why)` when this configuration trains on one process only: data-parallel training
+    /// ([`TrainOptions::distributed`]) then refuses to start, saying so (`why` completes
+    /// "task NAME trains on one process only"). Default: it trains data-parallel
+    /// ([`crate::distributed::data_parallel`] lists what that asks of a task).
+    fn single_process_only(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Declares the task modules and the [`TaskConfig`] registry: one line per task,
@@ -304,6 +311,13 @@ macro_rules! tasks {
                         doc.origin(),
                         Self::NAMES.join(", ")
                     ))),
+                }
+            }
+
+            /// See [`TaskSpec::single_process_only`].
+            pub fn single_process_only(&self) -> Option<String> {
+                match self {
+                    $(TaskConfig::$variant(c) => c.single_process_only(),)+
                 }
             }
 

@@ -84,6 +84,19 @@ fn join(
     let Some(cfg) = &options.distributed else {
         return Ok(None);
     };
+    if let Some(why) = job.task.single_process_only() {
+        // before joining the group: every rank refuses at once, none waits for the others
+        return Err(Error::config(format!(
+            "task {} trains on one process only{}; train it with `genflow train`, without \
+             `genflow launch` or torchrun",
+            job.task.name(),
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" {why}")
+            }
+        )));
+    }
     let mut cfg = cfg.clone();
     cfg.backend = Backend::for_device(device);
     let dp = DataParallel::new(ProcessGroup::with_config(&cfg)?);
@@ -130,7 +143,14 @@ pub fn resume(
         }
         None => None,
     };
-    run_training(&job, out_dir, Some((tensors, meta, path)), device, dp, false)
+    run_training(
+        &job,
+        out_dir,
+        Some((tensors, meta, path)),
+        device,
+        dp,
+        false,
+    )
 }
 
 /// Whether `job` trains the `stored` run for longer (more steps or epochs, nothing else about

@@ -1,6 +1,10 @@
 //! `task = "toy-gan"`: a GAN of MLPs on a 2-D toy distribution (SPEC sections 3 and 6), trained on
 //! fresh batches with the alternating or the single-loss update ([`crate::gan::update`]).
 //!
+//! Data-parallel training (`genflow launch`, `torchrun`) splits each global batch of fresh
+//! points over the ranks ([`crate::gan::update`]); a generator with batch normalisation
+//! (`model.generator_norm` other than `"none"`) trains on one process only.
+//!
 //! Evaluation draws `data.test_size` samples and, on `8gaussians`, reports the modes covered and
 //! the share of high-quality samples ([`crate::metrics::eight_gaussians_modes`]); an O-GAN
 //! (`model.encoder = true`) also reports `rho(z, E(G(z)))` on fresh latents and the
@@ -23,7 +27,10 @@
 use super::{DataKind, Encoder, SampleOptions, Task, TaskSpec, Training};
 use crate::config::RunConfig;
 use crate::data::toy::{ToyDataConfig, ToyDensity};
-use crate::gan::{is_generator, Gan, GanLosses, GanObjective, GanTrainConfig, MlpGanConfig, RealData};
+use crate::gan::{
+    is_generator, Gan, GanLosses, GanObjective, GanTrainConfig, GeneratorNorm, MlpGanConfig,
+    RealData,
+};
 use crate::metrics::{eight_gaussians_modes, reconstruction_mse, ToyModes};
 use crate::plots;
 use crate::seeds::{derived_seed, Stream};
@@ -58,6 +65,16 @@ impl TaskSpec for ToyGanConfig {
         self.model.validate()?;
         self.train.validate(self.model.encoder)?;
         run.train.plan(None).map(|_| ())
+    }
+
+    fn single_process_only(&self) -> Option<String> {
+        (self.model.generator_norm != GeneratorNorm::None).then(|| {
+            format!(
+                "with model.generator_norm = \"{}\" (its batch normalisation is not synchronised \
+                 over ranks; \"none\" trains data-parallel)",
+                self.model.generator_norm.name()
+            )
+        })
     }
 
     fn build(&self, _run: &RunConfig, device: Device) -> Result<Box<dyn Task>> {
@@ -106,6 +123,8 @@ struct ToyBatches {
     batch_size: usize,
     test_size: i64,
     device: Device,
+    /// The floating-point type of the model.
+    kind: Kind,
 }
 
 impl RealData for ToyBatches {
@@ -114,7 +133,7 @@ impl RealData for ToyBatches {
         Ok(self
             .density
             .sample(self.batch_size, seed)
-            .to_kind(Kind::Float)
+            .to_kind(self.kind)
             .to_device(self.device))
     }
 
@@ -139,7 +158,8 @@ impl RealData for ToyBatches {
 }
 
 impl ToyGanTask {
-    /// Points `[n, 2]` as f32 on the model's device, or an error naming the expected shape.
+    /// Points `[n, 2]` in the model's floating-point type on its device, or an error naming the
+    /// expected shape.
     fn points(&self, x: &Tensor) -> Result<Tensor> {
         let size = x.size();
         if size.len() != 2 || size[1] != DIM {
@@ -147,7 +167,7 @@ impl ToyGanTask {
                 "a toy GAN takes points [n, {DIM}], got shape {size:?}"
             )));
         }
-        Ok(x.to_kind(Kind::Float).to_device(self.device))
+        Ok(x.to_kind(self.gan.generator.kind()).to_device(self.device))
     }
 }
 
@@ -170,6 +190,7 @@ impl Task for ToyGanTask {
             batch_size: run.train.batch_size as usize,
             test_size: self.config.data.test_size as i64,
             device: self.device,
+            kind: run.dtype.kind(),
         };
         Ok(Training {
             objective: Box::new(GanObjective {
@@ -199,7 +220,7 @@ impl Task for ToyGanTask {
         };
         let (rho_mean, recon_mse) = if self.gan.is_encoder() {
             tch::manual_seed(derived_seed(run.seed, Stream::Test, 0) as i64);
-            let z = self.gan.latents(n as i64, Kind::Float, self.device);
+            let z = self.gan.latents(n as i64, self.gan.generator.kind(), self.device);
             let rho = self.gan.latent_correlation(&z)?.mean(Kind::Double);
             let x = self.points(&density.sample(n, derived_seed(run.seed, Stream::Test, 1)))?;
             let x_hat = self.gan.generate(&self.gan.encode(&x)?);
