@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["data"],
     &["plots", "optim"],
     &["distributed"],
-    &["linalg", "device", "fs", "progress", "error"],
+    &["linalg", "device", "fs", "progress", "limits", "error"],
     &["seeds"],
 ];
 
