@@ -84,20 +84,20 @@ fn single_loss_matches(loss: GanLoss, encoder: bool, penalty: Option<Penalty>) {
 
     // the alternating update's two losses, both at the same weights
     zero_grad(&vs);
-    let fake = gan.generator.forward_t(&z, true);
+    let fake = gan.generator.forward_t(&z, true).unwrap();
     let d = losses.discriminator_side(&x, &fake.detach(), &z).unwrap();
     d.loss.backward();
     let d_grads = gradients(&vs);
     let d_value = d.loss.double_value(&[]);
     zero_grad(&vs);
-    let fake = gan.generator.forward_t(&z, true);
-    let g = losses.generator_side(&d.real.score.detach(), &losses.judge(&fake), &z);
+    let fake = gan.generator.forward_t(&z, true).unwrap();
+    let g = losses.generator_side(&d.real.score.detach(), &losses.judge(&fake).unwrap(), &z);
     g.backward();
     let g_grads = gradients(&vs);
 
     // the single loss
     zero_grad(&vs);
-    let fake = gan.generator.forward_t(&z, true);
+    let fake = gan.generator.forward_t(&z, true).unwrap();
     let (single, _, _) = losses.single_loss(&x, &fake, &z).unwrap();
     single.backward();
     let single_grads = gradients(&vs);
@@ -280,7 +280,11 @@ fn r1_gradient_matches_finite_differences() {
     let x = randn(&[8, 2], 6);
     let penalty = || {
         let x = x.detach().set_requires_grad(true);
-        let scores = gan.discriminator.forward_t(&x, true).squeeze_dim(1);
+        let scores = gan
+            .discriminator
+            .forward_t(&x, true)
+            .unwrap()
+            .squeeze_dim(1);
         r1(&scores, &x, 10.0).unwrap()
     };
     check_penalty_gradient(&vs, &penalty, "R1 (MLP)");
@@ -291,7 +295,7 @@ fn r1_gradient_matches_finite_differences() {
     let x = randn(&[4, 1, 8, 8], 8).tanh();
     let penalty = || {
         let x = x.detach().set_requires_grad(true);
-        let code = gan.discriminator.forward_t(&x, true);
+        let code = gan.discriminator.forward_t(&x, true).unwrap();
         r1(&code.mean_dim(1, false, Kind::Double), &x, 1.0).unwrap()
     };
     check_penalty_gradient(&vs, &penalty, "R1 (conv, batch norm, encoder)");
@@ -308,7 +312,11 @@ fn wgan_gp_gradient_matches_finite_differences() {
     let x_hat = &fake + &eps * (&real - &fake);
     let penalty = || {
         let x = x_hat.detach().set_requires_grad(true);
-        let scores = gan.discriminator.forward_t(&x, true).squeeze_dim(1);
+        let scores = gan
+            .discriminator
+            .forward_t(&x, true)
+            .unwrap()
+            .squeeze_dim(1);
         wgan_gp(&scores, &x, 10.0).unwrap()
     };
     check_penalty_gradient(&vs, &penalty, "WGAN-GP");

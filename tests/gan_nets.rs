@@ -38,10 +38,10 @@ fn conv_nets_have_the_image_shapes() {
         };
         let gan = Gan::conv(&vs.root(), &c).unwrap();
         let z = gan.latents(3, Kind::Float, Device::Cpu);
-        let x = gan.generator.forward_t(&z, true);
+        let x = gan.generator.forward_t(&z, true).unwrap();
         assert_eq!(x.size(), [3, shape[0], shape[1], shape[2]], "{c:?}");
         assert!(x.abs().max().double_value(&[]) <= 1.0, "tanh output");
-        let d = gan.discriminator.forward_t(&x, true);
+        let d = gan.discriminator.forward_t(&x, true).unwrap();
         assert_eq!(d.size(), [3, if encoder { 6 } else { 1 }], "{c:?}");
         // every parameter lives under one of the two nets
         for (name, _) in vs.variables() {
@@ -51,7 +51,7 @@ fn conv_nets_have_the_image_shapes() {
             );
         }
         // evaluation mode too (batch norm's running statistics)
-        assert_eq!(gan.generate(&z).size(), x.size());
+        assert_eq!(gan.generate(&z).unwrap().size(), x.size());
     }
 }
 

@@ -36,8 +36,8 @@
 //! | `image-density` | yes |
 //! | `classifier` | yes (synchronised batch normalisation) |
 //! | `feature-classifier` | yes (synchronised batch normalisation) |
-//! | `toy-gan` | yes, both updates (alternating: the discriminator's gradients are averaged before its step, the generator's before its own); one process only with `model.generator_norm` other than `"none"` |
-//! | `image-gan` | no: one process only |
+//! | `toy-gan` | yes, both updates (alternating: the discriminator's gradients are averaged before its step, the generator's before its own), batch-normalised generators included |
+//! | `image-gan` | yes, both updates, batch normalisation in both nets; one process only with a gradient penalty (`train.penalty`) through a batch-normalised discriminator (synchronised batch normalisation has no second derivative) |
 //! | `glann` | no: one process only (its per-image code table and IMLE rounds are not sharded) |
 //!
 //! A task that trains on one process only says so (`TaskSpec::single_process_only` in

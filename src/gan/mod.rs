@@ -23,7 +23,7 @@
 //! // one single-loss step: L_D + L_G(D(x_f)) - L_G(D(sg(x_f))), one backward, one step
 //! let x = Tensor::randn([32, 2], (Kind::Float, Device::Cpu));
 //! let z = gan.latents(32, Kind::Float, Device::Cpu);
-//! let fake = gan.generator.forward_t(&z, true);
+//! let fake = gan.generator.forward_t(&z, true)?;
 //! let (loss, d, _g) = losses.single_loss(&x, &fake, &z)?;
 //! // its value is the discriminator's loss
 //! assert!((loss.double_value(&[]) - d.loss.double_value(&[])).abs() < 1e-6);

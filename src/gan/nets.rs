@@ -32,11 +32,11 @@
 //! PyTorch's default initialisation. Parameters live under `generator.` and `discriminator.`, so
 //! optimiser groups and the moving average can tell the nets apart.
 
-use crate::nn::{Geometry, SpectralLinear};
+use crate::nn::{batch_norm1d, batch_norm2d, BatchNorm, Geometry, SpectralLinear};
 use crate::seeds::{derived_seed, Stream};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, ModuleT, Path};
+use tch::nn::{self, Module, Path};
 use tch::{Kind, Tensor};
 
 /// The VarStore prefix of the generator's parameters.
@@ -59,17 +59,6 @@ pub enum GeneratorNorm {
     Batch,
     /// Batch normalisation whose scale and shift are functions of `z` (Chen et al. 2019).
     SelfModulated,
-}
-
-impl GeneratorNorm {
-    /// The name as written in TOML.
-    pub fn name(self) -> &'static str {
-        match self {
-            GeneratorNorm::None => "none",
-            GeneratorNorm::Batch => "batch",
-            GeneratorNorm::SelfModulated => "self-modulated",
-        }
-    }
 }
 
 /// The MLP generator and discriminator for vectors.
@@ -258,9 +247,9 @@ fn batch_norm_config(affine: bool) -> nn::BatchNormConfig {
 #[derive(Debug)]
 enum Norm {
     None,
-    Batch(nn::BatchNorm),
+    Batch(BatchNorm),
     SelfModulated {
-        bn: nn::BatchNorm,
+        bn: BatchNorm,
         gamma: (nn::Linear, nn::Linear),
         beta: (nn::Linear, nn::Linear),
     },
@@ -271,9 +260,9 @@ impl Norm {
     fn new(p: &Path, kind: GeneratorNorm, channels: i64, z_dim: i64, spatial: bool) -> Self {
         let bn = |affine: bool| {
             if spatial {
-                nn::batch_norm2d(p / "bn", channels, batch_norm_config(affine))
+                batch_norm2d(&(p / "bn"), channels, batch_norm_config(affine))
             } else {
-                nn::batch_norm1d(p / "bn", channels, batch_norm_config(affine))
+                batch_norm1d(&(p / "bn"), channels, batch_norm_config(affine))
             }
         };
         match kind {
@@ -297,10 +286,10 @@ impl Norm {
         }
     }
 
-    fn forward(&self, h: &Tensor, z: &Tensor, train: bool) -> Tensor {
-        match self {
+    fn forward(&self, h: &Tensor, z: &Tensor, train: bool) -> Result<Tensor> {
+        Ok(match self {
             Norm::None => h.shallow_clone(),
-            Norm::Batch(bn) => bn.forward_t(h, train),
+            Norm::Batch(bn) => bn.forward_t(h, train)?,
             Norm::SelfModulated { bn, gamma, beta } => {
                 let shape: Vec<i64> = std::iter::once(h.size()[0])
                     .chain(std::iter::once(h.size()[1]))
@@ -309,9 +298,9 @@ impl Norm {
                 let map = |(a, b): &(nn::Linear, nn::Linear)| {
                     b.forward(&a.forward(z).relu()).reshape(shape.as_slice())
                 };
-                bn.forward_t(h, train) * (map(gamma) + 1.0) + map(beta)
+                bn.forward_t(h, train)? * (map(gamma) + 1.0) + map(beta)
             }
-        }
+        })
     }
 }
 
@@ -430,8 +419,9 @@ impl Generator {
         }
     }
 
-    /// `G(z)` for `z` `[n, z_dim]` (training mode: batch statistics, running averages updated).
-    pub fn forward_t(&self, z: &Tensor, train: bool) -> Tensor {
+    /// `G(z)` for `z` `[n, z_dim]` (training mode: batch statistics, running averages updated;
+    /// in data-parallel training the global batch's, [`crate::nn::BatchNorm`]).
+    pub fn forward_t(&self, z: &Tensor, train: bool) -> Result<Tensor> {
         let last = self.layers.len() - 1;
         let mut h = z.shallow_clone();
         for (i, (map, norm)) in self.layers.iter().enumerate() {
@@ -445,14 +435,10 @@ impl Generator {
                 }
             }
             if i < last {
-                h = norm.forward(&h, z, train).relu();
+                h = norm.forward(&h, z, train)?.relu();
             }
         }
-        if self.tanh {
-            h.tanh()
-        } else {
-            h
-        }
+        Ok(if self.tanh { h.tanh() } else { h })
     }
 }
 
@@ -523,7 +509,7 @@ impl DiscMap {
 #[derive(Debug)]
 pub struct Discriminator {
     /// `(map, batch norm)` of each hidden layer; each is followed by LeakyReLU(0.2).
-    layers: Vec<(DiscMap, Option<nn::BatchNorm>)>,
+    layers: Vec<(DiscMap, Option<BatchNorm>)>,
     head: DiscMap,
     n_out: i64,
 }
@@ -559,7 +545,7 @@ impl Discriminator {
             let cout = config.channels(i);
             let map = DiscMap::new(&(&q / "conv"), cin, cout, config.strided(), sn)?;
             let bn = (i > 0 && config.discriminator_batch_norm)
-                .then(|| nn::batch_norm2d(&q / "bn", cout, batch_norm_config(true)));
+                .then(|| batch_norm2d(&(&q / "bn"), cout, batch_norm_config(true)));
             layers.push((map, bn));
             cin = cout;
         }
@@ -578,17 +564,23 @@ impl Discriminator {
         self.n_out
     }
 
-    /// `D(x)` `[n, n_out]` (training mode: batch statistics, power iterations).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    /// `D(x)` `[n, n_out]` (training mode: batch statistics, the global batch's in data-parallel
+    /// training, and power iterations).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut h = x.shallow_clone();
         for (map, bn) in &self.layers {
             h = map.forward(&h, train);
             if let Some(bn) = bn {
-                h = bn.forward_t(&h, train);
+                h = bn.forward_t(&h, train)?;
             }
             h = leaky_relu(&h);
         }
-        self.head.forward(&h.flatten(1, -1), train)
+        Ok(self.head.forward(&h.flatten(1, -1), train))
+    }
+
+    /// Whether any layer normalises its batch.
+    pub fn has_batch_norm(&self) -> bool {
+        self.layers.iter().any(|(_, bn)| bn.is_some())
     }
 }
 
@@ -639,7 +631,13 @@ impl Gan {
 
     /// `n` samples `G(t z)` in evaluation mode, `z ~ N(0, I)` drawn from `seed`
     /// ([`Stream::Sample`]), `t` the temperature.
-    pub fn sample(&self, n: i64, seed: u64, temperature: f64, device: tch::Device) -> Tensor {
+    pub fn sample(
+        &self,
+        n: i64,
+        seed: u64,
+        temperature: f64,
+        device: tch::Device,
+    ) -> Result<Tensor> {
         tch::manual_seed(derived_seed(seed, Stream::Sample, 0) as i64);
         let z = self.latents(n, self.generator.kind(), device) * temperature;
         self.generate(&z)
@@ -660,25 +658,25 @@ impl Gan {
 
     /// `G(z)` in evaluation mode (batch norm with its running statistics), without a graph, in
     /// chunks of [`EVAL_CHUNK`].
-    pub fn generate(&self, z: &Tensor) -> Tensor {
+    pub fn generate(&self, z: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let parts: Vec<Tensor> = z
+        let parts = z
             .split(EVAL_CHUNK, 0)
             .iter()
             .map(|c| self.generator.forward_t(c, false))
-            .collect();
-        Tensor::cat(&parts, 0)
+            .collect::<Result<Vec<Tensor>>>()?;
+        Ok(Tensor::cat(&parts, 0))
     }
 
     /// `D(x)` (O-GAN: the codes `E(x)`) in evaluation mode, without a graph, in chunks.
-    pub fn discriminate(&self, x: &Tensor) -> Tensor {
+    pub fn discriminate(&self, x: &Tensor) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
-        let parts: Vec<Tensor> = x
+        let parts = x
             .split(EVAL_CHUNK, 0)
             .iter()
             .map(|c| self.discriminator.forward_t(c, false))
-            .collect();
-        Tensor::cat(&parts, 0)
+            .collect::<Result<Vec<Tensor>>>()?;
+        Ok(Tensor::cat(&parts, 0))
     }
 
     /// O-GAN's latent of items `x`, `N(E(x))` ([`super::loss::standardize_rows`]), the latent
@@ -689,7 +687,7 @@ impl Gan {
                 "this GAN's discriminator is no encoder; train an O-GAN (model.encoder = true) to encode",
             ));
         }
-        Ok(super::loss::standardize_rows(&self.discriminate(x)))
+        Ok(super::loss::standardize_rows(&self.discriminate(x)?))
     }
 
     /// O-GAN's `rho(z, E(G(z)))` per latent (evaluation mode); an error unless the
@@ -700,7 +698,7 @@ impl Gan {
                 "the latent correlation rho(z, E(G(z))) needs an O-GAN (model.encoder = true)",
             ));
         }
-        let codes = self.discriminate(&self.generate(z));
+        let codes = self.discriminate(&self.generate(z)?)?;
         Ok(super::loss::row_correlation(z, &codes))
     }
 }

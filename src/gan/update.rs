@@ -35,7 +35,9 @@
 //! over its rows) by [`BatchShard::weight`], and logs the ranks' means; the optimiser averages
 //! the discriminator's gradients before its step and the generator's before its own, so both
 //! updates are those of one process with the global batch. Batch normalisation in these nets is
-//! not synchronised: a task refuses data-parallel training of nets that have it.
+//! synchronised ([`crate::nn::BatchNorm`]): each call of a net normalises the global batch's
+//! rows. A gradient penalty differentiates the discriminator twice, which synchronised batch
+//! normalisation does not support: a task refuses data-parallel training with both.
 
 use super::loss::{interpolates_rows, r1, row_correlation, wgan_gp, GanLoss, Penalty};
 use super::nets::{Gan, DISCRIMINATOR, GENERATOR};
@@ -160,10 +162,10 @@ impl<'a> GanLosses<'a> {
     }
 
     /// `D`'s outputs and score on `x` in training mode.
-    pub fn judge(&self, x: &Tensor) -> Judgement {
-        let code = self.gan.discriminator.forward_t(x, true);
+    pub fn judge(&self, x: &Tensor) -> Result<Judgement> {
+        let code = self.gan.discriminator.forward_t(x, true)?;
         let score = code.mean_dim(1, false, code.kind());
-        Judgement { code, score }
+        Ok(Judgement { code, score })
     }
 
     /// `-lambda E[rho(z, code)]` for O-GAN, else `None`.
@@ -189,15 +191,15 @@ impl<'a> GanLosses<'a> {
             Some(_) => x.detach().set_requires_grad(true),
             None => x.shallow_clone(),
         };
-        let real = self.judge(&x_in);
-        let fake_j = self.judge(fake);
+        let real = self.judge(&x_in)?;
+        let fake_j = self.judge(fake)?;
         let mut loss = self.loss.discriminator(&real.score, &fake_j.score, x, fake);
         let penalty = match self.penalty {
             None => None,
             Some(Penalty::R1 { gamma }) => Some(r1(&real.score, &x_in, gamma)?),
             Some(Penalty::WganGp { lambda }) => {
                 let x_hat = interpolates_rows(x, fake, self.shard.as_ref());
-                let scores = self.judge(&x_hat).score;
+                let scores = self.judge(&x_hat)?.score;
                 Some(wgan_gp(&scores, &x_hat, lambda)?)
             }
         };
@@ -233,7 +235,7 @@ impl<'a> GanLosses<'a> {
         z: &Tensor,
     ) -> Result<(Tensor, DiscriminatorSide, Tensor)> {
         let d = self.discriminator_side(x, &fake.detach(), z)?;
-        let g = self.generator_side(&d.real.score, &self.judge(fake), z);
+        let g = self.generator_side(&d.real.score, &self.judge(fake)?, z);
         let g_ng = self.generator_side(&d.real.score, &d.fake, z);
         Ok((&d.loss + (&g - g_ng), d, g))
     }
@@ -299,7 +301,7 @@ impl<R: RealData> GanObjective<'_, R> {
         let z = shard.draw(&[shard.len, gan.generator.z_dim()], |shape| {
             gan.latents(shape[0], kind, device)
         });
-        let fake = gan.generator.forward_t(&z, true);
+        let fake = gan.generator.forward_t(&z, true)?;
         Ok((x, z, fake, shard))
     }
 
@@ -343,7 +345,7 @@ impl<R: RealData> GanObjective<'_, R> {
         let real_score = d.real.score.detach();
         let g = self
             .losses
-            .generator_side(&real_score, &self.losses.judge(&fake), &z);
+            .generator_side(&real_score, &self.losses.judge(&fake)?, &z);
         let local = Self::metrics(&d, g.f_double_value(&[])?, self.losses.gan, &z, &shard);
         let (_, metrics) = global_values(0.0, local)?;
         let g_loss = metrics

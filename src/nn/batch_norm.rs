@@ -33,21 +33,49 @@ pub fn batch_norm2d(p: &Path, channels: i64, config: BatchNormConfig) -> BatchNo
     }
 }
 
+/// A [`BatchNorm`] over `channels` features of `[N, C]` (or `[N, C, L]`) inputs, with its
+/// variables under `p`.
+pub fn batch_norm1d(p: &Path, channels: i64, config: BatchNormConfig) -> BatchNorm {
+    let (momentum, eps) = (config.momentum, config.eps);
+    BatchNorm {
+        inner: tch::nn::batch_norm1d(p, channels, config),
+        momentum,
+        eps,
+    }
+}
+
 impl BatchNorm {
     /// The normalised `x`: with the batch's statistics in training mode (the global batch's in
     /// data-parallel training, updating the running statistics with them), with the running
     /// statistics otherwise.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         match crate::distributed::active() {
-            Some(dp) if train => dp.batch_norm(
-                x,
-                self.inner.ws.as_ref(),
-                self.inner.bs.as_ref(),
-                &self.inner.running_mean,
-                &self.inner.running_var,
-                self.momentum,
-                self.eps,
-            ),
+            Some(dp) if train => {
+                // Without affine parameters, a unit scale and a zero shift that need no gradient
+                // (exact: multiplying by 1 and adding 0 change no bit), since the synchronised
+                // pass wants both or neither defined.
+                let constant = |value: f64| -> Result<Tensor> {
+                    let channels = x.size().get(1).copied().unwrap_or(0);
+                    Ok(Tensor::f_full([channels], value, (x.kind(), x.device()))?)
+                };
+                let ws = match &self.inner.ws {
+                    Some(w) => w.shallow_clone(),
+                    None => constant(1.0)?,
+                };
+                let bs = match &self.inner.bs {
+                    Some(b) => b.shallow_clone(),
+                    None => constant(0.0)?,
+                };
+                dp.batch_norm(
+                    x,
+                    Some(&ws),
+                    Some(&bs),
+                    &self.inner.running_mean,
+                    &self.inner.running_var,
+                    self.momentum,
+                    self.eps,
+                )
+            }
             _ => Ok(self.inner.forward_t(x, train)),
         }
     }

@@ -7,7 +7,7 @@ pub mod residual_net;
 pub mod spectral;
 
 pub use activation::{Activation, ActivationKind};
-pub use batch_norm::{batch_norm2d, BatchNorm};
+pub use batch_norm::{batch_norm1d, batch_norm2d, BatchNorm};
 pub use residual_net::{ConvShape, Linearized, ResidualNet};
 pub use spectral::{Geometry, SpectralConfig, SpectralLinear};
 

@@ -5,7 +5,9 @@
 //! Images are exchanged as intensities `v` in `[0, 1]` ([`DataKind`]); the nets see
 //! `x = 2 v - 1` and the generator's `tanh` output maps back by `v = (x + 1) / 2`.
 //!
-//! Trains on one process only: `genflow launch` and torchrun refuse it at start
+//! Data-parallel training (`genflow launch`, torchrun) splits each global batch of an epoch over
+//! the ranks and normalises batches with the global batch's statistics ([`crate::gan::update`]);
+//! a gradient penalty with a batch-normalised discriminator trains on one process only
 //! ([`TaskSpec::single_process_only`]).
 //!
 //! An O-GAN (`model.encoder = true`) is also an [`Encoder`]: `genflow encode` gives
@@ -23,6 +25,7 @@ use super::image_epochs::training_sets;
 use super::quality::FeatureNetwork;
 use super::{DataKind, Encoder, SampleOptions, Task, TaskSpec, Training};
 use crate::config::RunConfig;
+use crate::distributed::data_parallel;
 use crate::data::{DatasetName, ImageDataConfig, ImageDataset};
 use crate::gan::{
     is_generator, ConvGanConfig, Gan, GanLosses, GanObjective, GanTrainConfig, RealData,
@@ -94,11 +97,13 @@ impl TaskSpec for ImageGanConfig {
         &["samples.png", "reconstructions.png", "interpolations.png"];
 
     fn single_process_only(&self) -> Option<String> {
-        Some(
-            "(data-parallel training of image GANs is not implemented: the batch normalisation of \
-             their nets is not synchronised over ranks)"
-                .into(),
-        )
+        let m = &self.model;
+        (self.train.penalty.is_some() && m.discriminator_batch_norm && m.levels > 1).then(|| {
+            "with a gradient penalty (train.penalty) through the discriminator's batch \
+             normalisation (synchronised batch normalisation has no second derivative; set \
+             model.discriminator_batch_norm = false, or no penalty)"
+                .into()
+        })
     }
 
     fn validate(&self, _run: &RunConfig) -> Result<()> {
@@ -176,8 +181,8 @@ pub struct ImageGanReport {
 }
 
 /// Images `u8 [n, C, H, W]` with `levels` grey levels as the nets take them, `2 v - 1`.
-fn to_model(images: &Tensor, levels: u32, device: Device) -> Tensor {
-    (images.to_device(device).to_kind(Kind::Float) / (f64::from(levels) - 1.0)) * 2.0 - 1.0
+fn to_model(images: &Tensor, levels: u32, device: Device, kind: Kind) -> Tensor {
+    (images.to_device(device).to_kind(kind) / (f64::from(levels) - 1.0)) * 2.0 - 1.0
 }
 
 /// The nets' images back to intensities in `[0, 1]` (on the CPU).
@@ -192,13 +197,15 @@ struct ImageBatches {
     seed: u64,
     batch_size: usize,
     device: Device,
+    /// The floating-point type of the nets.
+    kind: Kind,
     reconstruction_scale: f64,
 }
 
 impl RealData for ImageBatches {
     fn batch(&mut self, step: u64) -> Result<Tensor> {
         let (images, _) = self.train.epoch_batch(self.seed, step, self.batch_size)?;
-        Ok(to_model(&images, self.train.levels, self.device))
+        Ok(to_model(&images, self.train.levels, self.device, self.kind))
     }
 
     /// O-GAN: `test_rho_mean` on fresh latents and `test_recon_mse` on the test images (the
@@ -208,7 +215,7 @@ impl RealData for ImageBatches {
             return Ok(None);
         }
         let rho = rho_mean(gan, TRAINING_RHO_SAMPLES, self.seed, self.device)?;
-        let x = to_model(&self.test.images, self.test.levels, self.device);
+        let x = to_model(&self.test.images, self.test.levels, self.device, self.kind);
         let mse = reconstruction_error(gan, &x, self.reconstruction_scale)?;
         Ok(Some(Evaluation {
             metrics: vec![
@@ -223,13 +230,13 @@ impl RealData for ImageBatches {
 /// Mean `rho(z, E(G(z)))` over `n` latents drawn from `seed` ([`Stream::Test`]).
 fn rho_mean(gan: &Gan, n: i64, seed: u64, device: Device) -> Result<f64> {
     tch::manual_seed(derived_seed(seed, Stream::Test, 0) as i64);
-    let z = gan.latents(n, Kind::Float, device);
+    let z = gan.latents(n, gan.generator.kind(), device);
     Ok(gan.latent_correlation(&z)?.mean(Kind::Double).double_value(&[]))
 }
 
 /// `G(s N(E(x)))` of model-space images `x`.
 fn reconstruct(gan: &Gan, x: &Tensor, scale: f64) -> Result<Tensor> {
-    Ok(gan.generate(&(gan.encode(x)? * scale)))
+    gan.generate(&(gan.encode(x)? * scale))
 }
 
 /// Mean squared error of the reconstructions of model-space images `x`, as intensities.
@@ -262,14 +269,15 @@ impl ImageGanTask {
                 shape[0], shape[1], shape[2]
             )));
         }
-        Ok(v.to_kind(Kind::Float).to_device(self.device).clamp(0.0, 1.0) * 2.0 - 1.0)
+        let kind = self.gan.generator.kind();
+        Ok(v.to_kind(kind).to_device(self.device).clamp(0.0, 1.0) * 2.0 - 1.0)
     }
 
     /// `rho(z, E(G(z)))` on `n` fresh latents, and the reconstructions of the `test` images: their
     /// error and, for data sets with labels, how often the data set's feature classifier
     /// ([`FeatureNetwork::for_data`], trained once when missing) gives them their input's label.
     fn encoder_numbers(&self, test: &ImageDataset, n: i64, seed: u64) -> Result<EncoderNumbers> {
-        let x = to_model(&test.images, test.levels, self.device);
+        let x = to_model(&test.images, test.levels, self.device, self.gan.generator.kind());
         let x_hat = reconstruct(&self.gan, &x, self.config.eval.reconstruction_scale)?;
         let (v, v_hat) = (to_intensities(&x), to_intensities(&x_hat));
         let labels = match self.reference_data() {
@@ -294,7 +302,8 @@ impl ImageGanTask {
     fn write_encoder_pictures(&self, out_dir: &Path) -> Result<()> {
         let test = self.config.data.load_test()?;
         let n = RECONSTRUCTED.min(test.len() as i64);
-        let x = to_model(&test.images.narrow(0, 0, n), test.levels, self.device);
+        let kind = self.gan.generator.kind();
+        let x = to_model(&test.images.narrow(0, 0, n), test.levels, self.device, kind);
         let scale = self.config.eval.reconstruction_scale;
         let x_hat = reconstruct(&self.gan, &x, scale)?;
         let rows: Vec<Tensor> = (0..(n + 7) / 8)
@@ -315,7 +324,7 @@ impl ImageGanTask {
         let mut columns = vec![a.shallow_clone()];
         for k in 0..INTERPOLATION_STEPS {
             let t = k as f64 / (INTERPOLATION_STEPS - 1) as f64;
-            columns.push(self.gan.generate(&(&za * (1.0 - t) + &zb * t)));
+            columns.push(self.gan.generate(&(&za * (1.0 - t) + &zb * t))?);
         }
         columns.push(b);
         // row-major: pair i's row holds its columns in order
@@ -354,8 +363,17 @@ impl Task for ImageGanTask {
             seed: run.seed,
             batch_size: run.train.batch_size as usize,
             device: self.device,
+            kind: run.dtype.kind(),
             reconstruction_scale: self.config.eval.reconstruction_scale,
         };
+        if let Some(dp) = data_parallel::active() {
+            // Every batch of an epoch must give every rank at least one image.
+            let (n, batch) = (data.train.len() as i64, run.train.batch_size);
+            dp.shard(batch.min(n))?;
+            if n % batch != 0 {
+                dp.shard(n % batch)?;
+            }
+        }
         Ok(Training {
             objective: Box::new(GanObjective {
                 losses: GanLosses::new(&self.gan, &self.config.train),
@@ -368,7 +386,7 @@ impl Task for ImageGanTask {
     }
 
     fn write_pictures(&self, run: &RunConfig, out_dir: &Path) -> Result<()> {
-        let samples = self.gan.sample(PICTURE_SAMPLES, run.seed, 1.0, self.device);
+        let samples = self.gan.sample(PICTURE_SAMPLES, run.seed, 1.0, self.device)?;
         plots::save_image_grid(&to_intensities(&samples), 8, &out_dir.join("samples.png"))?;
         if self.gan.is_encoder() {
             self.write_encoder_pictures(out_dir)?;
@@ -404,7 +422,7 @@ impl Task for ImageGanTask {
     fn sample(&self, run: &RunConfig, options: &SampleOptions) -> Result<Tensor> {
         let seed = options.seed.unwrap_or(run.seed);
         let temperature = options.temperature.unwrap_or(1.0);
-        let x = self.gan.sample(options.n, seed, temperature, self.device);
+        let x = self.gan.sample(options.n, seed, temperature, self.device)?;
         Ok(to_intensities(&x))
     }
 
@@ -424,7 +442,7 @@ impl Encoder for ImageGanTask {
 
     fn decode(&self, z: &Tensor) -> Result<Tensor> {
         let z = self.gan.checked_latents(z, self.device)?;
-        Ok(to_intensities(&self.gan.generate(&z)))
+        Ok(to_intensities(&self.gan.generate(&z)?))
     }
 
     fn latent_shape(&self) -> Vec<i64> {

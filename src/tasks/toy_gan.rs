@@ -2,8 +2,7 @@
 //! fresh batches with the alternating or the single-loss update ([`crate::gan::update`]).
 //!
 //! Data-parallel training (`genflow launch`, `torchrun`) splits each global batch of fresh
-//! points over the ranks ([`crate::gan::update`]); a generator with batch normalisation
-//! (`model.generator_norm` other than `"none"`) trains on one process only.
+//! points over the ranks ([`crate::gan::update`]).
 //!
 //! Evaluation draws `data.test_size` samples and, on `8gaussians`, reports the modes covered and
 //! the share of high-quality samples ([`crate::metrics::eight_gaussians_modes`]); an O-GAN
@@ -28,8 +27,7 @@ use super::{DataKind, Encoder, SampleOptions, Task, TaskSpec, Training};
 use crate::config::RunConfig;
 use crate::data::toy::{ToyDataConfig, ToyDensity};
 use crate::gan::{
-    is_generator, Gan, GanLosses, GanObjective, GanTrainConfig, GeneratorNorm, MlpGanConfig,
-    RealData,
+    is_generator, Gan, GanLosses, GanObjective, GanTrainConfig, MlpGanConfig, RealData,
 };
 use crate::metrics::{eight_gaussians_modes, reconstruction_mse, ToyModes};
 use crate::plots;
@@ -65,16 +63,6 @@ impl TaskSpec for ToyGanConfig {
         self.model.validate()?;
         self.train.validate(self.model.encoder)?;
         run.train.plan(None).map(|_| ())
-    }
-
-    fn single_process_only(&self) -> Option<String> {
-        (self.model.generator_norm != GeneratorNorm::None).then(|| {
-            format!(
-                "with model.generator_norm = \"{}\" (its batch normalisation is not synchronised \
-                 over ranks; \"none\" trains data-parallel)",
-                self.model.generator_norm.name()
-            )
-        })
     }
 
     fn build(&self, _run: &RunConfig, device: Device) -> Result<Box<dyn Task>> {
@@ -143,7 +131,7 @@ impl RealData for ToyBatches {
         if self.density != ToyDensity::EightGaussians {
             return Ok(None);
         }
-        let modes = eight_gaussians_modes(&gan.sample(self.test_size, self.seed, 1.0, self.device))?;
+        let modes = eight_gaussians_modes(&gan.sample(self.test_size, self.seed, 1.0, self.device)?)?;
         Ok(Some(Evaluation {
             metrics: vec![
                 ("test_modes_covered".into(), modes.modes_covered as f64),
@@ -204,7 +192,7 @@ impl Task for ToyGanTask {
     }
 
     fn write_pictures(&self, run: &RunConfig, out_dir: &Path) -> Result<()> {
-        let samples = self.gan.sample(PICTURE_SAMPLES, run.seed, 1.0, self.device);
+        let samples = self.gan.sample(PICTURE_SAMPLES, run.seed, 1.0, self.device)?;
         let range = self.config.data.density.plot_range();
         plots::save_scatter_histogram(&samples, range, &out_dir.join("samples.png"))?;
         super::write_curves(out_dir)
@@ -213,7 +201,7 @@ impl Task for ToyGanTask {
     fn evaluate(&self, run: &RunConfig) -> Result<serde_json::Value> {
         let density = self.config.data.density;
         let n = self.config.data.test_size;
-        let samples = self.gan.sample(n as i64, run.seed, 1.0, self.device);
+        let samples = self.gan.sample(n as i64, run.seed, 1.0, self.device)?;
         let modes = match density {
             ToyDensity::EightGaussians => Some(eight_gaussians_modes(&samples)?),
             _ => None,
@@ -223,7 +211,7 @@ impl Task for ToyGanTask {
             let z = self.gan.latents(n as i64, self.gan.generator.kind(), self.device);
             let rho = self.gan.latent_correlation(&z)?.mean(Kind::Double);
             let x = self.points(&density.sample(n, derived_seed(run.seed, Stream::Test, 1)))?;
-            let x_hat = self.gan.generate(&self.gan.encode(&x)?);
+            let x_hat = self.gan.generate(&self.gan.encode(&x)?)?;
             let mse = reconstruction_mse(&x, &x_hat)?.mean;
             (Some(rho.double_value(&[])), Some(mse))
         } else {
@@ -245,7 +233,7 @@ impl Task for ToyGanTask {
         let temperature = options.temperature.unwrap_or(1.0);
         Ok(self
             .gan
-            .sample(options.n, seed, temperature, self.device)
+            .sample(options.n, seed, temperature, self.device)?
             .to_device(Device::Cpu))
     }
 
@@ -269,7 +257,7 @@ impl Encoder for ToyGanTask {
 
     fn decode(&self, z: &Tensor) -> Result<Tensor> {
         let z = self.gan.checked_latents(z, self.device)?;
-        Ok(self.gan.generate(&z).to_device(Device::Cpu))
+        Ok(self.gan.generate(&z)?.to_device(Device::Cpu))
     }
 
     fn latent_shape(&self) -> Vec<i64> {
