@@ -40,6 +40,10 @@
 //! | `image-gan` | yes, both updates, batch normalisation in both nets; one process only with a gradient penalty (`train.penalty`) through a batch-normalised discriminator (synchronised batch normalisation has no second derivative) |
 //! | `glann` | no: one process only (its per-image code table and IMLE rounds are not sharded) |
 //!
+//! `tests/data_parallel.rs` checks every "yes" row: two ranks with half of each global batch
+//! leave the weights, buffers and optimiser state of one process with the whole batch (f64, to
+//! 1e-12, after 1 and 20 steps).
+//!
 //! A task that trains on one process only says so (`TaskSpec::single_process_only` in
 //! `crate::tasks`), and a data-parallel run of it refuses to start, on every rank before it joins
 //! the group, with a one-line error naming the task.
@@ -54,7 +58,9 @@
 //!   returning means times [`BatchShard::weight`] ([`BatchShard::weighted`]);
 //! - draws per-row randomness (latent codes, noise) with [`BatchShard::draw`], after seeding
 //!   libtorch's generator alike on every rank (from the step, as every task does);
-//! - normalises batches with [`crate::nn::BatchNorm`] rather than `tch::nn::BatchNorm`;
+//! - normalises batches with [`crate::nn::BatchNorm`] rather than `tch::nn::BatchNorm` (whose
+//!   synchronised backward pass is first-order: nothing may differentiate through it twice, as
+//!   a gradient penalty would);
 //! - when it overrides `Objective::update`, passes its logged values through
 //!   `crate::train::global_values` before checking them, and backpropagates with
 //!   `crate::train::backward` (or ends with `crate::train::descend`, which does both); an update
