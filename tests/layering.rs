@@ -21,7 +21,9 @@ const LAYERS: &[&[&str]] = &[
     &["distributions", "nn", "metrics"],
     &["data"],
     &["plots", "optim", "distributed"],
-    &["linalg", "device", "fs", "progress", "seeds", "error"],
+    &[
+        "linalg", "device", "fs", "progress", "seeds", "limits", "error",
+    ],
 ];
 
 /// Imports forbidden beyond the layer order.
