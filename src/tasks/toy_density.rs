@@ -170,13 +170,7 @@ impl ToyDensityTask {
 
     /// Points `[n, 2]` as f32 on the model's device, or an error naming the expected shape.
     fn points(&self, x: &Tensor) -> Result<Tensor> {
-        let size = x.size();
-        if size.len() != 2 || size[1] != DIM {
-            return Err(Error::shape(format!(
-                "a toy-density model takes points [n, {DIM}], got shape {size:?}"
-            )));
-        }
-        Ok(x.to_kind(Kind::Float).to_device(self.device))
+        super::checked_points(x, DIM, self.device, "a toy-density model")
     }
 }
 

@@ -141,13 +141,7 @@ impl RealData for ToyBatches {
 impl ToyGanTask {
     /// Points `[n, 2]` as f32 on the model's device, or an error naming the expected shape.
     fn points(&self, x: &Tensor) -> Result<Tensor> {
-        let size = x.size();
-        if size.len() != 2 || size[1] != DIM {
-            return Err(Error::shape(format!(
-                "a toy GAN takes points [n, {DIM}], got shape {size:?}"
-            )));
-        }
-        Ok(x.to_kind(Kind::Float).to_device(self.device))
+        super::checked_points(x, DIM, self.device, "a toy GAN")
     }
 }
 
