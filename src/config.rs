@@ -62,6 +62,36 @@ pub const PRESETS: &[Preset] = &[
         toml: include_str!("../presets/iresnet-classifier-mnist.toml"),
     },
     Preset {
+        name: "gan-toy",
+        summary: "GAN of MLPs on 8gaussians, alternating update (or --set train.update=\"single-loss\")",
+        toml: include_str!("../presets/gan-toy.toml"),
+    },
+    Preset {
+        name: "gan-mnist",
+        summary: "DCGAN on MNIST, alternating update, non-saturating loss, Adam; 3 epochs",
+        toml: include_str!("../presets/gan-mnist.toml"),
+    },
+    Preset {
+        name: "gan-mnist-single-loss",
+        summary: "gan-mnist with the single-loss update (one loss, one backward, one step)",
+        toml: include_str!("../presets/gan-mnist-single-loss.toml"),
+    },
+    Preset {
+        name: "ogan-mnist",
+        summary: "O-GAN on MNIST: the discriminator encodes (rho, reconstructions, interpolations)",
+        toml: include_str!("../presets/ogan-mnist.toml"),
+    },
+    Preset {
+        name: "ogan-fashion-mnist",
+        summary: "O-GAN on Fashion-MNIST, as ogan-mnist",
+        toml: include_str!("../presets/ogan-fashion-mnist.toml"),
+    },
+    Preset {
+        name: "ogan-celeba-paper",
+        summary: "the O-GAN reference's 128x128 model and settings, for GPUs and a folder of images (set data.folder)",
+        toml: include_str!("../presets/ogan-celeba-paper.toml"),
+    },
+    Preset {
         name: "features-mnist",
         summary: "the feature network of the sample-quality metrics on MNIST (small CNN, 128 features)",
         toml: include_str!("../presets/features-mnist.toml"),
@@ -75,6 +105,21 @@ pub const PRESETS: &[Preset] = &[
         name: "iresnet-classifier-cifar10-paper",
         summary: "the official i-ResNet CIFAR-10 classifier (7-7-7, 32-64-128, SGD 0.1), for GPUs",
         toml: include_str!("../presets/iresnet-classifier-cifar10-paper.toml"),
+    },
+    Preset {
+        name: "glann-mnist",
+        summary: "GLANN (GLO + IMLE) on MNIST, official networks, ~45 min on 2 CPU cores",
+        toml: include_str!("../presets/glann-mnist.toml"),
+    },
+    Preset {
+        name: "glann-fashion-mnist",
+        summary: "GLANN (GLO + IMLE) on Fashion-MNIST, official networks, ~45 min on 2 CPU cores",
+        toml: include_str!("../presets/glann-fashion-mnist.toml"),
+    },
+    Preset {
+        name: "glann-paper",
+        summary: "GLANN at the paper's CIFAR-10 settings (500 GLO epochs, 50 IMLE rounds), for GPUs",
+        toml: include_str!("../presets/glann-paper.toml"),
     },
 ];
 

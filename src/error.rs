@@ -17,8 +17,8 @@ pub enum Error {
     /// Training produced a NaN or infinite value.
     #[error("non-finite value: {0}")]
     NonFinite(String),
-    /// An error reported by libtorch.
-    #[error("libtorch: {0}")]
+    /// An error reported by libtorch (its first line: libtorch's C++ backtrace is left out).
+    #[error("libtorch: {}", first_line(&.0.to_string()))]
     Torch(#[from] tch::TchError),
     /// A collective, the process group or a launched rank failed (`genflow::distributed`).
     #[error("distributed: {0}")]
@@ -44,10 +44,35 @@ impl Error {
     pub fn distributed(msg: impl Into<String>) -> Self {
         Error::Distributed(msg.into())
     }
+    /// The same error with `context` (the key or file it concerns) in front of its message, where
+    /// the message does not say so already.
+    pub fn context(self, context: &str) -> Self {
+        match self {
+            Error::Config(msg) if !msg.starts_with(context) => {
+                Error::Config(format!("{context}: {msg}"))
+            }
+            other => other,
+        }
+    }
     /// A [`Error::Shape`] with the message `msg`.
     pub fn shape(msg: impl Into<String>) -> Self {
         Error::Shape(msg.into())
     }
+}
+
+/// The message of a libtorch error without the C++ source location and backtrace that follow it
+/// ("Exception raised from ... frame #0: ...").
+fn first_line(message: &str) -> String {
+    let message = message
+        .split("Exception raised from")
+        .next()
+        .unwrap_or(message);
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The crate's result type.

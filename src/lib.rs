@@ -13,11 +13,12 @@
 //!                                            sample quality on genflow's feature networks
 //! report                                     the report page of a run folder
 //! config                                     run-level settings, presets, configuration documents
+//! gan                                        GAN nets, losses, penalties, updates
 //! train                                      the loop, checkpoints, run folders, moving averages
-//! models                                     vector flow, image flow, classifier
+//! models  glann                              vector flow, image flow, classifier; GLO + IMLE
 //! flows                                      Transform, the layer registry, Flow
 //! nn  distributions  optim  data  plots  metrics
-//! linalg  device  fs  progress  seeds  error
+//! linalg  device  fs  progress  seeds  limits  error
 //! ```
 pub mod bench;
 pub mod config;
@@ -28,6 +29,9 @@ pub mod distributions;
 pub mod error;
 pub mod flows;
 pub mod fs;
+pub mod gan;
+pub mod glann;
+pub mod limits;
 pub mod linalg;
 pub mod metrics;
 pub mod models;

@@ -16,6 +16,8 @@ pub enum Stream {
     Test = 3,
     /// Samples for pictures and `genflow sample`.
     Sample = 4,
+    /// Random inputs a model draws while it trains (IMLE's candidate noise of each round).
+    Noise = 5,
 }
 
 /// A seed for `stream` at `step`, derived from the run's `seed` (a fixed mix of the three; distinct

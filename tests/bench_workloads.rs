@@ -51,7 +51,11 @@ fn every_workload_runs_and_round_trips_through_json() {
             "logdet-term-vjp",
             "toy-step",
             "mnist-step",
-            "matmul-1024"
+            "gan-step",
+            "ogan-step",
+            "matmul-1024",
+            "glo-step",
+            "imle-search"
         ]
     );
     check_timings(&report);
@@ -67,7 +71,9 @@ fn every_workload_runs_and_round_trips_through_json() {
         tch::get_num_threads() as i64
     );
     assert_eq!(value["config"]["hidden"], 4);
-    assert_eq!(value["workloads"][7]["n"], 32);
+    assert_eq!(value["workloads"][9]["n"], 32);
+    assert_eq!(value["workloads"][7]["update"], "alternating");
+    assert_eq!(value["workloads"][8]["update"], "single-loss");
     // serde_json's float parsing may differ in the last bit, so compare parsed values
     let back: BenchReport = serde_json::from_str(&json).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), value);
@@ -113,20 +119,64 @@ fn block_step_runs_with_the_vjp_backend() {
 fn pytorch_reference_json_has_the_same_layout() {
     // written by: benches/pytorch/iresnet_bench.py --method tangent --json --batch 2 --channels 2
     //   --size 4 --hidden 4 --terms 2 --warmup 1 --samples 2
-    let text = std::fs::read_to_string("tests/fixtures/bench_pytorch_tiny.json").unwrap();
+    // and benches/pytorch/glann_bench.py --json --threads 1 --codes 50 --candidates 300 --batch 4
+    //   --warmup 1 --samples 2
+    let mut names = Vec::new();
+    for fixture in ["bench_pytorch_tiny.json", "bench_glann_pytorch_tiny.json"] {
+        let text = std::fs::read_to_string(format!("tests/fixtures/{fixture}")).unwrap();
+        let report: BenchReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(report.implementation, "pytorch");
+        names.extend(report.workloads.iter().map(|w| w.name.clone()));
+    }
+    assert_eq!(names, run_names());
+}
+
+/// The GLANN search finds the same neighbours as its PyTorch twin on the same seeded data (the
+/// fixture's `index_sum`, from `glann_bench.py` at the tiny sizes).
+#[test]
+fn imle_search_matches_the_pytorch_twin() {
+    let _guard = lock();
+    let text = std::fs::read_to_string("tests/fixtures/bench_glann_pytorch_tiny.json").unwrap();
+    let twin: BenchReport = serde_json::from_str(&text).unwrap();
+    let config = BenchConfig {
+        workloads: vec![Workload::ImleSearch],
+        ..BenchConfig::tiny()
+    };
+    let ours = run(&config).unwrap();
+    let sum = |r: &BenchReport| {
+        r.workloads
+            .iter()
+            .find(|w| w.name == "imle-search")
+            .and_then(|w| w.extra["index_sum"].as_i64())
+    };
+    assert!(sum(&ours).is_some());
+    assert_eq!(sum(&ours), sum(&twin));
+}
+
+#[test]
+fn pytorch_gan_json_has_the_same_layout() {
+    // written by: benches/pytorch/gan_bench.py --json --threads 1 --batch 2 --warmup 1 --samples 2
+    let text = std::fs::read_to_string("tests/fixtures/bench_pytorch_gan_tiny.json").unwrap();
     let report: BenchReport = serde_json::from_str(&text).unwrap();
     assert_eq!(report.implementation, "pytorch");
     let names: Vec<&str> = report.workloads.iter().map(|w| w.name.as_str()).collect();
-    let ours = run_names();
-    assert_eq!(names, ours);
+    assert_eq!(names, [Workload::GanStep.name(), Workload::OganStep.name()]);
+    let updates: Vec<&str> = report
+        .workloads
+        .iter()
+        .map(|w| w.extra["update"].as_str().unwrap())
+        .collect();
+    assert_eq!(updates, ["alternating", "single-loss"]);
 }
 
-/// The result names genflow reports for every workload, without running anything.
+/// The result names genflow reports for the i-ResNet and GLANN workloads (the GAN workloads have
+/// their own PyTorch script), without running anything.
 fn run_names() -> Vec<&'static str> {
     Workload::ALL
         .iter()
         .flat_map(|w| match w {
             Workload::LogdetTerms => vec!["logdet-term-tangent", "logdet-term-vjp"],
+            Workload::GanStep | Workload::OganStep => vec![],
             other => vec![other.name()],
         })
         .collect()
@@ -176,6 +226,21 @@ fn flags_become_a_validated_config() {
     .unwrap();
     assert_eq!(c.workloads, vec![Workload::BlockStep, Workload::Matmul]);
     assert_eq!(c.block.hidden, 32);
+    let c = config_from(&[
+        "--workload",
+        "imle-search",
+        "--codes",
+        "600",
+        "--candidates",
+        "6000",
+    ])
+    .unwrap();
+    assert_eq!(c.workloads, vec![Workload::ImleSearch]);
+    assert_eq!(
+        (c.glann.codes, c.glann.candidates, c.glann.batch),
+        (600, 6000, 128)
+    );
+    assert!(config_from(&["--candidates", "0"]).is_err());
     assert_eq!(
         config_from(&["--backend", "vjp"]).unwrap().backend,
         Backend::Vjp

@@ -4,6 +4,9 @@
 //! Jacobian (autograd rows, f64), agreement with their dense weight, and parameter gradients against
 //! finite differences (f64).
 
+mod common;
+
+use common::seed_lock;
 use genflow::flows::{
     FlowContext, MatrixExpConfig, MatrixExpConv1x1, RankOneExp, RankOneExpConfig, Sequential,
     Transform,
@@ -74,6 +77,8 @@ fn layers(kind: Kind, c: i64, scale: f64) -> Vec<(VarStore, Box<dyn Transform>)>
 
 #[test]
 fn layers_invert_to_1e5_in_f32() {
+    // libtorch\'s generator is global: hold the lock while drawing from it
+    let _guard = seed_lock();
     // Unit-scale inputs, |ln W|_2 about 1: the round trip errs by about u_32 |W| |W^-1| |x| ~ 1e-6.
     tch::manual_seed(0);
     for (_vs, layer) in layers(Kind::Float, 6, 0.5) {
@@ -100,6 +105,8 @@ fn layers_invert_to_1e5_in_f32() {
 
 #[test]
 fn logdets_equal_the_exact_jacobian_logdet() {
+    // libtorch\'s generator is global: hold the lock while drawing from it
+    let _guard = seed_lock();
     // f64; the Jacobian is exact (linear layers), so agreement to rounding: 1e-12 on ln|det| of
     // sizes up to 18.
     tch::manual_seed(1);
@@ -133,6 +140,8 @@ fn logdets_equal_the_exact_jacobian_logdet() {
 
 #[test]
 fn forward_applies_the_dense_weight_and_logdet_is_its_lu_logdet() {
+    // libtorch\'s generator is global: hold the lock while drawing from it
+    let _guard = seed_lock();
     // f64. Dense: y = x W^T; conv: the same W at every position. log-det per position = LU ln|det W|.
     tch::manual_seed(2);
     let vs = store(Kind::Double);
@@ -182,6 +191,8 @@ fn loss(layer: &dyn Transform, x: &Tensor, r: &Tensor) -> Tensor {
 
 #[test]
 fn parameter_gradients_match_finite_differences() {
+    // libtorch\'s generator is global: hold the lock while drawing from it
+    let _guard = seed_lock();
     // f64, central differences with step 1e-6: truncation ~1e-12 |L'''|, rounding ~1e-10.
     tch::manual_seed(3);
     let x = Tensor::randn([2, 3, 2, 2], (Kind::Double, Device::Cpu));
@@ -220,6 +231,8 @@ fn parameter_gradients_match_finite_differences() {
 
 #[test]
 fn zero_init_is_the_identity() {
+    // libtorch\'s generator is global: hold the lock while drawing from it
+    let _guard = seed_lock();
     let x = Tensor::randn([3, 4, 2, 2], (Kind::Double, Device::Cpu));
     for (_vs, layer) in layers(Kind::Double, 4, 0.0) {
         let (y, ld) = layer.forward(&x, &mut ctx()).unwrap();
@@ -230,6 +243,8 @@ fn zero_init_is_the_identity() {
 
 #[test]
 fn bad_inputs_and_settings_are_errors() {
+    // libtorch\'s generator is global: hold the lock while drawing from it
+    let _guard = seed_lock();
     for (_vs, layer) in layers(Kind::Float, 4, 0.1) {
         let wrong_c = Tensor::zeros([2, 3], (Kind::Float, Device::Cpu));
         assert!(matches!(

@@ -333,6 +333,45 @@ fn frozen_groups_do_not_change() {
     );
 }
 
+/// `set_frozen` at run time: a frozen parameter keeps its value and its state (Adam's moments would
+/// otherwise move it on a zero gradient), and thawing it resumes its updates where they were.
+#[test]
+fn run_time_freezing_keeps_values_and_state() {
+    let vs = store(&[("g.w", &[1.0, 2.0]), ("t.w", &[3.0])]);
+    let mut opt = Optimizer::new(&vs, &config(OptimKind::Adam, 0.1, vec![])).unwrap();
+    set_grads(&vs, &mut opt, &[("g.w", &[1.0, -1.0]), ("t.w", &[1.0])]);
+    opt.step().unwrap();
+    let after_one = values(&vs, "g.w");
+    let state = |opt: &Optimizer| -> Vec<f64> {
+        let s: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
+        Vec::<f64>::try_from(&s["optim.exp_avg.g.w"]).unwrap()
+    };
+    let moments = state(&opt);
+    assert_eq!(opt.set_frozen("g.*", true).unwrap(), 1);
+    assert!(opt
+        .assignments()
+        .iter()
+        .any(|a| a.name == "g.w" && a.frozen));
+    for _ in 0..3 {
+        // g.w gets a zero gradient, as a part of a model outside the loss does
+        set_grads(&vs, &mut opt, &[("g.w", &[0.0, 0.0]), ("t.w", &[1.0])]);
+        opt.step().unwrap();
+    }
+    assert_eq!(values(&vs, "g.w"), after_one);
+    assert_eq!(state(&opt), moments);
+    assert!(values(&vs, "t.w")[0] < 2.7);
+    assert_eq!(opt.set_frozen("g.*", false).unwrap(), 1);
+    set_grads(&vs, &mut opt, &[("g.w", &[0.0, 0.0]), ("t.w", &[1.0])]);
+    opt.step().unwrap();
+    assert_ne!(
+        values(&vs, "g.w"),
+        after_one,
+        "Adam's momentum moves a thawed parameter"
+    );
+    let err = opt.set_frozen("nothing.*", true).unwrap_err().to_string();
+    assert!(err.contains("nothing.*") && err.contains("g.w"), "{err}");
+}
+
 /// One SGD step with lr 1 on gradient g: the parameter moves by exactly -transformed(g).
 fn transformed(g: &[f64], transforms: Vec<TransformConfig>) -> Vec<f64> {
     let zeros = vec![0.0; g.len()];

@@ -3,7 +3,7 @@
 //! The CLI flattens [`BenchArgs`] into its `bench` subcommand and calls [`run_cli`].
 
 use super::plot::{plot_scaling, ScalingTable};
-use super::{run, BenchConfig, BlockShape, Workload};
+use super::{run, BenchConfig, BlockShape, GlannShape, Workload};
 use crate::device::ComputeArgs;
 use crate::linalg::logdet::Backend;
 use crate::{Error, Result};
@@ -16,7 +16,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Run only this workload (repeatable): block-step, block-forward, block-inverse,
-    /// logdet-terms, toy-step, mnist-step, matmul-1024. Default: all.
+    /// logdet-terms, toy-step, mnist-step, matmul-1024, glo-step, imle-search. Default: all.
     #[arg(long = "workload", value_name = "NAME")]
     pub workloads: Vec<String>,
     /// Jacobian products of the block log-det: tangent (first-order) or vjp (double backward).
@@ -31,6 +31,12 @@ pub struct BenchArgs {
     /// Batch size of the block workloads.
     #[arg(long, default_value_t = BlockShape::default().batch)]
     pub batch: i64,
+    /// Codes of glo-step's table and imle-search's queries.
+    #[arg(long, default_value_t = GlannShape::default().codes)]
+    pub codes: i64,
+    /// Candidates of imle-search.
+    #[arg(long, default_value_t = GlannShape::default().candidates)]
+    pub candidates: i64,
     /// Untimed runs before the samples.
     #[arg(long, default_value_t = BenchConfig::default().warmup)]
     pub warmup: usize,
@@ -81,6 +87,11 @@ impl BenchArgs {
                 terms: self.terms,
                 batch: self.batch,
                 ..BlockShape::default()
+            },
+            glann: GlannShape {
+                codes: self.codes,
+                candidates: self.candidates,
+                ..GlannShape::default()
             },
             warmup: self.warmup,
             samples: self.samples,

@@ -12,10 +12,16 @@
 //! | `logdet-terms` | cost of one more series term in a training step, tangent and VJP products (`logdet-term-tangent`, `logdet-term-vjp`) |
 //! | `toy-step` | the `iresnet-toy` preset's model (10 x [ActNorm, MLP 2-64-64-64-2 block], LipSwish, 1 power iteration), batch 500, exact log-det: a training step |
 //! | `mnist-step` | a training step of the `iresnet-mnist` preset's model ([`workloads::mnist_model`]), batch 64, Russian-roulette log-det |
+//! | `gan-step` | one full update of the `gan-mnist` preset (DCGAN on 1x28x28, batch 64 of uniform images in [-1, 1]): the alternating update, a discriminator step and a generator step of one Adam optimiser ([`crate::gan::update`]) |
+//! | `ogan-step` | one full update of the `ogan-mnist` preset (O-GAN, the single-loss update of GAN-QP with the correlation term, RMSprop) |
 //! | `matmul-1024` | a 1024 x 1024 matmul: the GFLOP/s ceiling of the same libtorch on this machine |
+//! | `glo-step` | a GLO step of the `glann-mnist` preset: batch 128, a table of 60000 codes, Laplacian loss, backward, Adam over generator and codes, projection ([`glann`]) |
+//! | `imle-search` | IMLE's exact nearest-neighbour search of 60000 codes among 600000 candidates, 64 dimensions ([`glann`]) |
 //!
-//! `benches/pytorch/iresnet_bench.py` runs the same workloads in PyTorch with the official i-ResNet
-//! estimator (double backward) and with tangent passes, printing the same JSON, and
+//! `benches/pytorch/iresnet_bench.py` runs the i-ResNet workloads in PyTorch with the official
+//! i-ResNet estimator (double backward) and with tangent passes, `benches/pytorch/gan_bench.py` the
+//! GAN workloads as a PyTorch training loop would (two optimisers for the alternating update),
+//! `benches/pytorch/glann_bench.py` the GLANN ones, each printing the same JSON, and
 //! `benches/compare` alternates both implementations in rounds and prints the ratio table.
 //! [`run`] first applies [`reuse_freed_memory`] (unless [`BenchConfig::reuse_memory`] is off), as
 //! the genflow CLI does at start-up.
@@ -31,6 +37,7 @@
 //! # }
 //! ```
 pub mod cli;
+pub mod glann;
 pub mod memory;
 pub mod plot;
 pub mod timing;
@@ -45,6 +52,7 @@ use std::str::FromStr;
 use tch::Device;
 
 pub use cli::{run_cli, BenchArgs};
+pub use glann::GlannShape;
 pub use memory::reuse_freed_memory;
 pub use workloads::adam_step;
 
@@ -63,20 +71,32 @@ pub enum Workload {
     ToyStep,
     /// `mnist-step`: a training step of the iresnet-mnist model.
     MnistStep,
+    /// `gan-step`: one alternating update of the gan-mnist model.
+    GanStep,
+    /// `ogan-step`: one single-loss update of the ogan-mnist model.
+    OganStep,
     /// `matmul-1024`: the matmul ceiling in GFLOP/s.
     Matmul,
+    /// `glo-step`: a GLO training step of the glann-mnist model.
+    GloStep,
+    /// `imle-search`: IMLE's exact nearest-neighbour search.
+    ImleSearch,
 }
 
 impl Workload {
     /// Every workload, in the order `genflow bench` runs them.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 11] = [
         Workload::BlockStep,
         Workload::BlockForward,
         Workload::BlockInverse,
         Workload::LogdetTerms,
         Workload::ToyStep,
         Workload::MnistStep,
+        Workload::GanStep,
+        Workload::OganStep,
         Workload::Matmul,
+        Workload::GloStep,
+        Workload::ImleSearch,
     ];
 
     /// The command-line and JSON name.
@@ -88,7 +108,11 @@ impl Workload {
             Workload::LogdetTerms => "logdet-terms",
             Workload::ToyStep => "toy-step",
             Workload::MnistStep => "mnist-step",
+            Workload::GanStep => "gan-step",
+            Workload::OganStep => "ogan-step",
             Workload::Matmul => "matmul-1024",
+            Workload::GloStep => "glo-step",
+            Workload::ImleSearch => "imle-search",
         }
     }
 }
@@ -178,12 +202,14 @@ pub struct BenchConfig {
     pub block: BlockShape,
     /// The model of `toy-step`.
     pub toy: ToyShape,
-    /// Images per batch of `mnist-step` (the `iresnet-mnist` preset's 64 by default).
+    /// Images per batch of `mnist-step`, `gan-step` and `ogan-step` (the presets' 64 by default).
     pub mnist_batch: i64,
     /// Tolerances of `block-inverse`.
     pub inverse: FixedPointConfig,
     /// Size of the square matmul workload.
     pub matmul_n: i64,
+    /// Sizes of `glo-step` and `imle-search`.
+    pub glann: GlannShape,
     /// Untimed runs before the samples.
     pub warmup: usize,
     /// Timed runs per workload.
@@ -207,6 +233,7 @@ impl Default for BenchConfig {
             mnist_batch: 64,
             inverse: FixedPointConfig::default(),
             matmul_n: 1024,
+            glann: GlannShape::default(),
             warmup: 2,
             samples: 5,
             threads: 0,
@@ -235,6 +262,11 @@ impl BenchConfig {
             },
             mnist_batch: 1,
             matmul_n: 32,
+            glann: GlannShape {
+                codes: 50,
+                candidates: 300,
+                batch: 4,
+            },
             warmup: 1,
             samples: 2,
             ..Default::default()
@@ -253,11 +285,14 @@ impl BenchConfig {
             self.toy.batch,
             self.mnist_batch,
             self.matmul_n,
+            self.glann.codes,
+            self.glann.candidates,
+            self.glann.batch,
         ];
         if positive.iter().any(|&v| v < 1) || b.terms == 0 || self.toy.blocks == 0 {
             return Err(Error::config(format!(
-                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}",
-                self.toy, self.mnist_batch, self.matmul_n
+                "bench sizes must be positive and terms >= 1: block {b:?}, toy {:?}, mnist batch {}, matmul {}, glann {:?}",
+                self.toy, self.mnist_batch, self.matmul_n, self.glann
             )));
         }
         if self.samples == 0 {
@@ -438,6 +473,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport> {
         "batch": b.batch, "channels": b.channels, "size": b.size, "hidden": b.hidden,
         "terms": b.terms, "coeff": b.coeff, "power_iter": b.power_iter,
         "warmup": config.warmup, "samples": config.samples, "reuse_freed_memory": reuse_memory,
+        "glann": config.glann,
     });
     Ok(BenchReport {
         implementation: "genflow".into(),

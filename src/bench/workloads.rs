@@ -4,10 +4,13 @@ use super::timing::{measure, repeat};
 use super::{BenchConfig, BlockShape, Workload, WorkloadResult};
 use crate::distributions::StandardNormal;
 use crate::flows::{Flow, FlowContext, IResBlock, Sequential, Transform};
+use crate::gan::{Gan, GanLosses, GanObjective, RealData};
 use crate::linalg::logdet::{Backend, LogDetEstimator, Probe};
 use crate::models::{ImageFlow, VectorFlow, VectorFlowConfig};
 use crate::nn::{ActivationKind, ConvShape, ResidualNet, SpectralConfig};
+use crate::optim::Optimizer;
 use crate::tasks::{JobConfig, TaskConfig};
+use crate::train::Objective;
 use crate::{Error, Result};
 use tch::nn::{OptimizerConfig, Path, VarStore};
 use tch::{Device, Kind, Tensor};
@@ -38,7 +41,11 @@ pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<Work
         }
         Workload::ToyStep => vec![model_step(config, "toy-step", toy_model)?],
         Workload::MnistStep => vec![model_step(config, "mnist-step", mnist_model)?],
+        Workload::GanStep => vec![gan_step(config, "gan-step", "gan-mnist")?],
+        Workload::OganStep => vec![gan_step(config, "ogan-step", "ogan-mnist")?],
         Workload::Matmul => vec![matmul(config)?],
+        Workload::GloStep => vec![super::glann::glo_step(config)?],
+        Workload::ImleSearch => vec![super::glann::imle_search(config)?],
     })
 }
 
@@ -284,6 +291,47 @@ fn model_step(config: &BenchConfig, name: &str, builder: ModelBuilder) -> Result
     let mut step = trainer.stepper(model.estimator, config.seed as u64)?;
     let samples = repeat(config.device, config.warmup, config.samples, &mut step)?;
     WorkloadResult::from_samples(name, &samples)
+}
+
+/// The real items of a GAN workload: the same batch every step.
+struct FixedBatch(Tensor);
+
+impl RealData for FixedBatch {
+    fn batch(&mut self, _step: u64) -> Result<Tensor> {
+        Ok(self.0.shallow_clone())
+    }
+}
+
+/// One full update of the image-GAN preset `preset` (its model, losses, update rule and
+/// optimiser; what one step of `genflow train` does, without the moving average) on a batch of
+/// `config.mnist_batch` uniform images in `[-1, 1]`, with fresh latents every step.
+fn gan_step(config: &BenchConfig, name: &str, preset: &str) -> Result<WorkloadResult> {
+    let job = JobConfig::resolve(preset, &[])?;
+    let TaskConfig::ImageGan(task) = &job.task else {
+        return Err(Error::config(format!(
+            "the {preset} preset is not an image-gan task"
+        )));
+    };
+    let vs = VarStore::new(config.device);
+    let gan = Gan::conv(&vs.root(), &task.model)?;
+    let [c, h, w] = task.model.image_shape;
+    let x = Tensor::rand([config.mnist_batch, c, h, w], (Kind::Float, config.device)) * 2.0 - 1.0;
+    let steps = (config.warmup + config.samples) as u64;
+    let mut optimizer = Optimizer::new(&vs, &job.run.optim.for_run(steps))?;
+    let mut objective = GanObjective {
+        losses: GanLosses::new(&gan, &task.train),
+        rule: task.train.update,
+        data: FixedBatch(x),
+        seed: config.seed as u64,
+    };
+    let mut step = 0u64;
+    let mut update = || -> Result<()> {
+        objective.update(step, &mut optimizer)?;
+        step += 1;
+        Ok(())
+    };
+    let samples = repeat(config.device, config.warmup, config.samples, &mut update)?;
+    Ok(WorkloadResult::from_samples(name, &samples)?.with("update", task.train.update.name()))
 }
 
 fn matmul(config: &BenchConfig) -> Result<WorkloadResult> {

@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{cifar, digits, idx};
+use super::{cifar, digits, folder, idx};
 use crate::{Error, Result};
 
 /// The image data sets genflow knows by name.
@@ -27,12 +27,21 @@ pub enum DatasetName {
     /// CIFAR-10 in its binary version: 50000 train + 10000 test, 3x32x32, 10 classes.
     #[serde(rename = "cifar10")]
     Cifar10,
+    /// A folder of one's own images (any depth, any sizes), unlabelled, cropped and resized to
+    /// one size: [`ImageDataConfig`]'s `folder` and `image_size` say which and how big.
+    #[serde(rename = "folder")]
+    Folder,
 }
 
 impl DatasetName {
     /// Every name, in a fixed order.
-    pub const ALL: [DatasetName; 4] =
-        [Self::Mnist, Self::FashionMnist, Self::Digits, Self::Cifar10];
+    pub const ALL: [DatasetName; 5] = [
+        Self::Mnist,
+        Self::FashionMnist,
+        Self::Digits,
+        Self::Cifar10,
+        Self::Folder,
+    ];
 
     /// The name as written on the command line and in configuration files; also the name of the
     /// data set's folder under the data directory.
@@ -42,6 +51,7 @@ impl DatasetName {
             Self::FashionMnist => "fashion-mnist",
             Self::Digits => "digits",
             Self::Cifar10 => "cifar10",
+            Self::Folder => "folder",
         }
     }
 
@@ -284,25 +294,39 @@ impl ImageDataset {
     /// ([`crate::seeds::Stream::Data`]), so a resumed run sees exactly what the uninterrupted one
     /// would. The last batch of an epoch holds the remainder.
     pub fn epoch_batch(&self, seed: u64, step: u64, batch_size: usize) -> Result<(Tensor, Tensor)> {
-        if batch_size == 0 || self.is_empty() {
-            return Err(Error::config(format!(
-                "cannot draw batches of {batch_size} from a data set of {} images",
-                self.len()
-            )));
-        }
-        let n = self.len();
-        let per_epoch = n.div_ceil(batch_size) as u64;
-        let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        let epoch_seed = crate::seeds::derived_seed(seed, crate::seeds::Stream::Data, epoch);
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
-        let start = index * batch_size;
-        let idx = Tensor::f_from_slice(&order[start..(start + batch_size).min(n)])?;
+        let idx = epoch_index(self.len(), seed, step, batch_size)?;
         Ok((
             self.images.f_index_select(0, &idx)?,
             self.labels.f_index_select(0, &idx)?,
         ))
     }
+}
+
+/// The indices (`i64`) of the items of training step `step` over a data set of `n` items with
+/// batches of `batch_size`, in the order of [`ImageDataset::epoch_batch`] (which takes these
+/// items): for objectives that need to know which items a batch holds (GLO's codes, say).
+///
+/// ```
+/// let first = genflow::data::epoch_index(10, 7, 0, 4)?;
+/// let last = genflow::data::epoch_index(10, 7, 2, 4)?;      // the remainder of epoch 0
+/// assert_eq!((first.size(), last.size()), (vec![4], vec![2]));
+/// # Ok::<(), genflow::Error>(())
+/// ```
+pub fn epoch_index(n: usize, seed: u64, step: u64, batch_size: usize) -> Result<Tensor> {
+    if batch_size == 0 || n == 0 {
+        return Err(Error::config(format!(
+            "cannot draw batches of {batch_size} from a data set of {n} items"
+        )));
+    }
+    let per_epoch = n.div_ceil(batch_size) as u64;
+    let (epoch, index) = (step / per_epoch, (step % per_epoch) as usize);
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    let epoch_seed = crate::seeds::derived_seed(seed, crate::seeds::Stream::Data, epoch);
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(epoch_seed));
+    let start = index * batch_size;
+    Ok(Tensor::f_from_slice(
+        &order[start..(start + batch_size).min(n)],
+    )?)
 }
 
 /// The iterator returned by [`ImageDataset::batches`].
@@ -408,6 +432,10 @@ pub fn load(name: DatasetName, split: Split, dir: &Path) -> Result<ImageDataset>
                 .collect::<Result<_>>()?;
             cifar::read_cifar10_batches(&files)
         }
+        DatasetName::Folder => Err(Error::config(
+            "a folder of images is read through a run's [data] (dataset = \"folder\", folder = \
+             \"PATH\", image_size = [C, H, W]), not from the data directory",
+        )),
     }
 }
 
@@ -450,10 +478,22 @@ pub struct ImageDataConfig {
     /// the whole test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_size: Option<usize>,
+    /// `dataset = "folder"`: the folder whose images (`.png`, `.jpg`, `.jpeg` at any depth,
+    /// sorted by path) form the data set; the last tenth of them is the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder: Option<PathBuf>,
+    /// `dataset = "folder"`: `[C, H, W]` (C = 1 grey, 3 RGB) every image is centre-cropped to
+    /// the aspect ratio of and resized to ([`folder::read_resized`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<[i64; 3]>,
 }
 
+/// One in this many images of a folder data set (its last ones in path order) is a test image.
+pub const FOLDER_TEST_EVERY: usize = 10;
+
 impl ImageDataConfig {
-    /// Checks the sizes.
+    /// Checks the sizes, and that `folder` and `image_size` are set exactly for
+    /// `dataset = "folder"`.
     pub fn validate(&self) -> Result<()> {
         for (key, v) in [
             ("data.test_size", self.test_size),
@@ -463,7 +503,37 @@ impl ImageDataConfig {
                 return Err(Error::config(format!("{key} must be positive, got 0")));
             }
         }
-        Ok(())
+        let is_folder = self.dataset == DatasetName::Folder;
+        for (key, set) in [
+            ("data.folder", self.folder.is_some()),
+            ("data.image_size", self.image_size.is_some()),
+        ] {
+            if set != is_folder {
+                return Err(Error::config(if is_folder {
+                    format!("dataset = \"folder\" needs {key} (folder = \"PATH\", image_size = [C, H, W])")
+                } else {
+                    format!(
+                        "{key} is only read with dataset = \"folder\"; remove it or set \
+                         data.dataset = \"folder\""
+                    )
+                }));
+            }
+        }
+        match self.image_size {
+            Some([c, h, w]) if !((c == 1 || c == 3) && h >= 1 && w >= 1) => {
+                Err(Error::config(format!(
+                    "data.image_size = [{c}, {h}, {w}]: expected [C, H, W] with C = 1 (grey) or \
+                     3 (RGB) and H, W >= 1"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The shape `[C, H, W]` of the images when the configuration alone tells it (a folder's
+    /// target size), for checks before any file is read.
+    pub fn configured_shape(&self) -> Option<[i64; 3]> {
+        self.image_size
     }
 
     /// The data folder.
@@ -473,7 +543,7 @@ impl ImageDataConfig {
 
     /// The training images (the first `train_subset` of them when set).
     pub fn load_train(&self) -> Result<ImageDataset> {
-        let train = load(self.dataset, Split::Train, &self.data_dir())?;
+        let train = self.load_split(Split::Train)?;
         match self.train_subset {
             Some(n) => train.subset(n.min(train.len())),
             None => Ok(train),
@@ -482,7 +552,25 @@ impl ImageDataConfig {
 
     /// The whole test split.
     pub fn load_test(&self) -> Result<ImageDataset> {
-        load(self.dataset, Split::Test, &self.data_dir())
+        self.load_split(Split::Test)
+    }
+
+    /// A split from the data directory, or from the folder of `dataset = "folder"`: its files in
+    /// path order, of which the last `1 / FOLDER_TEST_EVERY` (at least one) are the test split.
+    fn load_split(&self, split: Split) -> Result<ImageDataset> {
+        let (Some(root), Some(shape)) = (&self.folder, self.image_size) else {
+            return load(self.dataset, split, &self.data_dir());
+        };
+        let files = folder::image_files(root)?;
+        if files.len() < 2 {
+            return Err(Error::file(
+                root,
+                "holds one image; a folder data set needs at least 2 (training and test images)",
+            ));
+        }
+        let n_test = (files.len() / FOLDER_TEST_EVERY).max(1);
+        let (train, test) = files.split_at(files.len() - n_test);
+        folder::read_resized(if split == Split::Train { train } else { test }, shape)
     }
 
     /// The first `test_size` images of `test` (all when unset), for evaluations during training.

@@ -1,9 +1,15 @@
-//! A folder of labelled images, `root/<class>/<image>.png` (also `.jpg`/`.jpeg`), the layout of
-//! torchvision's `ImageFolder`: each subfolder is a class, classes are numbered in the order of
-//! their sorted names, and images within a class are read in sorted order.
+//! Folders of images (`.png`, `.jpg`, `.jpeg`):
+//!
+//! * [`read_image_folder`]: labelled images, `root/<class>/<image>.png`, the layout of
+//!   torchvision's `ImageFolder`: each subfolder is a class, classes are numbered in the order of
+//!   their sorted names, and images within a class are read in sorted order; all of one size;
+//! * [`image_files`] and [`read_resized`]: every image below a folder (any depth, any sizes), as
+//!   the unlabelled data set `dataset = "folder"` of [`super::ImageDataConfig`] reads it, each
+//!   image centre-cropped to the target aspect ratio and resized to a target `[C, H, W]`.
 
 use std::path::{Path, PathBuf};
 
+use image::imageops::FilterType;
 use image::DynamicImage;
 
 use super::ImageDataset;
@@ -126,4 +132,60 @@ fn sorted_entries(folder: &Path, keep: impl Fn(&Path) -> bool) -> Result<Vec<Pat
 fn is_image_file(path: &Path) -> bool {
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase());
     path.is_file() && ext.is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Every image file below `root` (recursively, hidden entries skipped), sorted by path. An
+/// unlistable folder or one without any image is an error naming it.
+pub fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
+    if !root.is_dir() {
+        return Err(Error::file(
+            root,
+            "is not a folder; set data.folder to a folder of .png/.jpg/.jpeg images",
+        ));
+    }
+    let mut files = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        folders.extend(sorted_entries(&folder, |p| p.is_dir())?);
+        files.extend(sorted_entries(&folder, is_image_file)?);
+    }
+    if files.is_empty() {
+        return Err(Error::file(
+            root,
+            "holds no .png/.jpg/.jpeg images (searched in every subfolder); set data.folder to a \
+             folder of images",
+        ));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads `files` as one unlabelled data set of `shape = [C, H, W]` (C = 1: greyscale, 3: RGB):
+/// each image is centre-cropped to the aspect ratio `W / H` and resized with a triangle
+/// (bilinear) filter, as torchvision's `Resize` + `CenterCrop` do. Every label is 0 (one class).
+/// An undecodable file is an error naming it.
+pub fn read_resized(files: &[PathBuf], shape: [i64; 3]) -> Result<ImageDataset> {
+    let [c, h, w] = shape;
+    if !(c == 1 || c == 3) || h < 1 || w < 1 {
+        return Err(Error::config(format!(
+            "data.image_size = {shape:?}: the size is [C, H, W] with C = 1 (grey) or 3 (RGB) and \
+             H, W >= 1"
+        )));
+    }
+    let (h, w) = (h as u32, w as u32);
+    let mut pixels = Vec::with_capacity(files.len() * (c as u32 * h * w) as usize);
+    for file in files {
+        let img = image::open(file)
+            .map_err(|e| Error::file(file, format!("cannot decode the image: {e}")))?;
+        let (iw, ih) = (img.width(), img.height());
+        // the largest centred crop of aspect w / h: width cw = min(iw, ih * w / h)
+        let cw = iw.min((u64::from(ih) * u64::from(w) / u64::from(h)).max(1) as u32);
+        let ch = ih.min((u64::from(iw) * u64::from(h) / u64::from(w)).max(1) as u32);
+        let cropped = img.crop_imm((iw - cw) / 2, (ih - ch) / 2, cw, ch);
+        let resized = cropped.resize_exact(w, h, FilterType::Triangle);
+        push_planes(&resized, c as u32, &mut pixels);
+    }
+    let labels = vec![0i64; files.len()];
+    let n = files.len() as i64;
+    ImageDataset::from_bytes(&pixels, [n, c, h as i64, w as i64], &labels, 256, 1)
 }

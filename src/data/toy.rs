@@ -383,11 +383,10 @@ fn toy_test_size() -> usize {
 impl ToyDataConfig {
     /// Checks the test size.
     pub fn validate(&self) -> Result<()> {
-        if self.test_size == 0 {
-            return Err(crate::Error::config(
-                "data.test_size must be positive, got 0",
-            ));
-        }
-        Ok(())
+        crate::limits::check(
+            "data.test_size",
+            self.test_size as i64,
+            crate::limits::MAX_ITEMS,
+        )
     }
 }

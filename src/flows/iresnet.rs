@@ -59,8 +59,8 @@ impl LayerSpec for IResBlockConfig {
     }
 
     fn build(&self, p: &Path, input: &[i64]) -> Result<Built> {
-        if let Some(w) = self.hidden.iter().find(|&&w| w <= 0) {
-            return Err(Error::config(format!("hidden widths must be positive, got {w}")));
+        for &w in &self.hidden {
+            crate::limits::check("hidden widths", w, crate::limits::MAX_WIDTH)?;
         }
         self.spectral.validate()?;
         let g = match *input {

@@ -35,7 +35,10 @@ impl Default for FixedPointConfig {
 pub struct InverseStats {
     pub max_iters: usize,
     pub max_residual: f64,
+    /// Block inversions done.
     pub blocks: usize,
+    /// Block inversions that stopped at `max_iter` with a residual of 1 or more.
+    pub unconverged: usize,
 }
 
 impl InverseStats {
@@ -44,6 +47,14 @@ impl InverseStats {
         self.max_iters = self.max_iters.max(iters);
         self.max_residual = self.max_residual.max(residual);
         self.blocks += 1;
+        if residual.is_nan() || residual >= 1.0 {
+            self.unconverged += 1;
+        }
+    }
+
+    /// Whether every inversion converged (its final relative residual is below 1).
+    pub fn converged(&self) -> bool {
+        self.unconverged == 0
     }
 }
 
@@ -68,6 +79,11 @@ impl ItemStats {
                 residual: s.residual.maximum(&residual),
             },
         });
+    }
+
+    /// How many items did not converge (final residual 1 or more).
+    pub fn unconverged(&self) -> Result<usize> {
+        Ok(self.rows()?.iter().filter(|r| !r.2).count())
     }
 
     /// `(iterations, residual, converged)` per item, on the CPU.

@@ -126,6 +126,8 @@ impl ClassifierConfig {
         }
         InjectivePad::new(self.in_shape[0], self.pad_channels)?;
         self.spectral.validate()?;
+        let widest = self.hidden.iter().copied().max().unwrap_or(1);
+        crate::models::image_flow::check_sizes(&self.in_shape, widest, self.stages.iter().sum())?;
         self.stage_shapes().map(|_| ())
     }
 

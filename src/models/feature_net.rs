@@ -75,6 +75,20 @@ impl FeatureNetConfig {
                 self.widths.len()
             )));
         }
+        for &w in self.widths.iter().chain([&self.features]) {
+            crate::limits::check(
+                "model.widths and model.features",
+                w,
+                crate::limits::MAX_WIDTH,
+            )?;
+        }
+        for &side in &self.in_shape {
+            crate::limits::check(
+                "model.in_shape entries",
+                side,
+                crate::limits::MAX_IMAGE_SIDE,
+            )?;
+        }
         if self.features < 1 || self.num_classes < 2 {
             return Err(Error::config(format!(
                 "model.features must be >= 1 and model.num_classes >= 2, got {} and {}",

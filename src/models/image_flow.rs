@@ -57,7 +57,7 @@ use crate::flows::{
 };
 use crate::metrics;
 use crate::nn::{ActivationKind, ResidualNet, SpectralConfig};
-use crate::{Error, Result};
+use crate::{limits, Error, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn::Path, Device, Kind, Tensor};
 
@@ -123,12 +123,6 @@ impl ImageFlowConfig {
                 self.scales
             )));
         }
-        if self.hidden < 1 {
-            return Err(Error::config(format!(
-                "image flow hidden must be >= 1, got {}",
-                self.hidden
-            )));
-        }
         if self.activation == ActivationKind::Relu {
             return Err(Error::config(
                 "ReLU is not smooth, so the log-det of a density model is undefined on a set the \
@@ -146,6 +140,7 @@ impl ImageFlowConfig {
                 self.kernels
             )));
         }
+        check_sizes(&self.in_shape, self.hidden, self.scales.iter().sum())?;
         MultiScale::level_shapes(self.in_shape, self.scales.len(), self.factor_out)?;
         Ok(())
     }
@@ -192,6 +187,20 @@ impl ImageFlowConfig {
     pub fn dims(&self) -> i64 {
         self.in_shape.iter().product()
     }
+}
+
+/// Checks an image model's sizes against [`crate::limits`]: `model.in_shape`, the widest hidden
+/// layer and the number of blocks.
+pub(crate) fn check_sizes(in_shape: &[i64; 3], hidden: i64, blocks: usize) -> Result<()> {
+    for &side in in_shape {
+        limits::check("model.in_shape entries", side, limits::MAX_IMAGE_SIDE)?;
+    }
+    limits::check("model.hidden", hidden, limits::MAX_WIDTH)?;
+    limits::check(
+        "the number of blocks",
+        blocks as i64,
+        limits::MAX_BLOCKS as i64,
+    )
 }
 
 /// An image density model; see the [module documentation](self).

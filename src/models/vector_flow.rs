@@ -28,7 +28,7 @@ use crate::distributions::BaseKind;
 use crate::flows::layer::optional;
 use crate::flows::{build_stack, ActNormConfig, Flow, IResBlockConfig, LayerConfig};
 use crate::nn::{ActivationKind, SpectralConfig};
-use crate::{Error, Result};
+use crate::{limits, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::Path;
 
@@ -60,14 +60,14 @@ impl VectorFlowConfig {
     pub fn validate(&self) -> Result<()> {
         self.spectral
             .validate()
-            .map_err(|e| Error::config(format!("model.spectral: {e}")))?;
-        if self.blocks == 0 {
-            return Err(Error::config("model.blocks must be positive"));
-        }
-        if let Some(w) = self.hidden.iter().find(|&&w| w <= 0) {
-            return Err(Error::config(format!(
-                "model.hidden widths must be positive, got {w}"
-            )));
+            .map_err(|e| e.context("model.spectral"))?;
+        limits::check(
+            "model.blocks",
+            self.blocks as i64,
+            limits::MAX_BLOCKS as i64,
+        )?;
+        for &w in &self.hidden {
+            limits::check("model.hidden widths", w, limits::MAX_WIDTH)?;
         }
         Ok(())
     }

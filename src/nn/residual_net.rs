@@ -165,6 +165,11 @@ impl ResidualNet {
                 Geometry::Conv { kernel, in_hw } => {
                     SpectralLinear::conv(&lp, cin, cout, kernel, in_hw, spectral)?
                 }
+                Geometry::Strided { .. } => {
+                    return Err(Error::config(
+                        "a residual function keeps its input's shape: its convs have stride 1",
+                    ))
+                }
             };
             layers.push(Layer::Linear(layer));
             index += 1;

@@ -1,11 +1,14 @@
 //! Spectrally normalised linear maps (dense, 1x1 conv, kxk conv) with persistent power iteration.
 //!
 //! Every weight is used as `W_hat = W / max(1, sigma(W) / c)` with `0 < c < 1` ("soft" spectral
-//! normalisation, Behrmann et al. 2019, eq. 4; Miyato et al. 2018), so `|W_hat|_2 <= c`.
+//! normalisation, Behrmann et al. 2019, eq. 4; Miyato et al. 2018), so `|W_hat|_2 <= c`; a GAN
+//! discriminator's layers ([`SpectralLinear::unit`]) use `W_hat = W / sigma(W)` (Miyato et al. 2018,
+//! eq. 8, as `torch.nn.utils.spectral_norm`), so `|W_hat|_2 = 1`.
 //! `sigma(W)` is estimated by power iteration with persistent vectors `u`, `v` stored as buffers
 //! (they are saved in checkpoints, so inversion after loading uses the spectral norm training used):
 //!
-//! * dense and 1x1 conv layers: the matrix version `v <- W^T u / |.|`, `u <- W v / |.|`;
+//! * dense and 1x1 conv layers, and strided convs ([`Geometry::Strided`], normalised as the matrix
+//!   `[out, in k k]` as Miyato et al. do): the matrix version `v <- W^T u / |.|`, `u <- W v / |.|`;
 //! * kxk conv layers (stride 1, same padding): the conv *operator* at the input's spatial size,
 //!   `v <- conv_transpose(u) / |.|`, `u <- conv(v) / |.|` (Gouk et al. 2018; Behrmann et al. 2019),
 //!
@@ -58,18 +61,40 @@ pub enum Geometry {
     /// `[batch, in, H, W] -> [batch, out, H, W]`, odd kernel, stride 1, same padding; `in_hw` is the
     /// spatial size the operator norm is computed at (only used for kernels above 1).
     Conv { kernel: i64, in_hw: (i64, i64) },
+    /// `[batch, in, H, W] -> [batch, out, H', W']`: a conv with any kernel, stride and padding,
+    /// whose weight is normalised as the matrix `[out, in k k]` (Miyato et al. 2018, section 2.1).
+    Strided {
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+    },
 }
 
 impl Geometry {
     /// Whether the power iteration runs on the weight matrix (dense and 1x1 conv).
     fn matrix_power_iteration(&self) -> bool {
-        matches!(self, Geometry::Dense | Geometry::Conv { kernel: 1, .. })
+        matches!(
+            self,
+            Geometry::Dense | Geometry::Conv { kernel: 1, .. } | Geometry::Strided { .. }
+        )
     }
 
-    fn padding(&self) -> i64 {
+    /// `(stride, padding)` of a conv geometry.
+    fn stride_padding(&self) -> (i64, i64) {
         match self {
-            Geometry::Dense => 0,
-            Geometry::Conv { kernel, .. } => kernel / 2,
+            Geometry::Dense => (1, 0),
+            Geometry::Conv { kernel, .. } => (1, kernel / 2),
+            Geometry::Strided {
+                stride, padding, ..
+            } => (*stride, *padding),
+        }
+    }
+
+    /// The kernel size of a conv geometry (1 for dense maps).
+    fn kernel(&self) -> i64 {
+        match self {
+            Geometry::Dense => 1,
+            Geometry::Conv { kernel, .. } | Geometry::Strided { kernel, .. } => *kernel,
         }
     }
 
@@ -77,23 +102,40 @@ impl Geometry {
     pub fn apply(&self, w: &Tensor, t: &Tensor, bias: Option<&Tensor>) -> Tensor {
         match self {
             Geometry::Dense => t.linear(w, bias),
-            Geometry::Conv { .. } => {
-                let p = self.padding();
-                t.conv2d(w, bias, [1, 1], [p, p], [1, 1], 1)
+            Geometry::Conv { .. } | Geometry::Strided { .. } => {
+                let (s, p) = self.stride_padding();
+                t.conv2d(w, bias, [s, s], [p, p], [1, 1], 1)
             }
         }
     }
 
-    /// The adjoint of [`Geometry::apply`] (without bias). For a stride-1 same-padding conv it is the
-    /// conv with the in/out-swapped, spatially flipped kernel (the transposed convolution), written
-    /// as a plain conv because libtorch's CPU `conv_transpose2d` misses the oneDNN fast path
-    /// (3-5x slower for the power iteration's single-image inputs).
+    /// The adjoint of [`Geometry::apply`] (without bias), for the operator power iteration of
+    /// stride-1 convs (strided ones iterate on the matrix). For a stride-1 same-padding conv it is
+    /// the conv with the in/out-swapped, spatially flipped kernel (the transposed convolution),
+    /// written as a plain conv because libtorch's CPU `conv_transpose2d` misses the oneDNN fast
+    /// path (3-5x slower for the power iteration's single-image inputs).
     fn adjoint(&self, w: &Tensor, u: &Tensor) -> Tensor {
         match self {
             Geometry::Dense => u.matmul(w),
-            Geometry::Conv { .. } => self.apply(&w.transpose(0, 1).flip([2, 3]), u, None),
+            Geometry::Conv { .. } | Geometry::Strided { .. } => {
+                let (s, p) = self.stride_padding();
+                if s == 1 {
+                    self.apply(&w.transpose(0, 1).flip([2, 3]), u, None)
+                } else {
+                    u.conv_transpose2d(w, None::<Tensor>, [s, s], [p, p], [0, 0], 1, [1, 1])
+                }
+            }
         }
     }
+}
+
+/// How a layer's weight is scaled by its spectral norm estimate `sigma`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scaling {
+    /// `W / max(1, sigma / c)`: Lipschitz constant at most `c` (i-ResNet blocks).
+    AtMost(f64),
+    /// `W / sigma`: spectral norm 1 (the SN-GAN discriminator).
+    Unit,
 }
 
 /// A linear (affine) map whose weight is spectrally normalised.
@@ -108,7 +150,8 @@ pub struct SpectralLinear {
     /// The effective sigma of the last training call (buffer), for checkpoints and diagnostics.
     sigma: Tensor,
     geometry: Geometry,
-    config: SpectralConfig,
+    scaling: Scaling,
+    n_power_iter: usize,
 }
 
 fn normalize(t: &Tensor) -> Tensor {
@@ -131,10 +174,51 @@ fn orthonormal_rows(m: &Tensor) -> Tensor {
     Tensor::linalg_qr(&m.tr(), "reduced").0.tr()
 }
 
+/// The scaling and power iterations of the soft normalisation `config` describes.
+fn soft(config: SpectralConfig) -> (Scaling, usize) {
+    (Scaling::AtMost(config.coeff), config.n_power_iter)
+}
+
 impl SpectralLinear {
     /// A dense map `in_dim -> out_dim` with PyTorch's default initialisation.
     pub fn dense(p: &Path, in_dim: i64, out_dim: i64, config: SpectralConfig) -> Result<Self> {
-        Self::new(p, in_dim, out_dim, Geometry::Dense, config)
+        config.validate()?;
+        Self::new(p, in_dim, out_dim, Geometry::Dense, soft(config))
+    }
+
+    /// A map normalised to spectral norm 1, `W_hat = W / sigma(W)` with `n_power_iter` power
+    /// iterations per training call (Miyato et al. 2018, eq. 8; 1 iteration in their code): a
+    /// dense map `in_channels -> out_channels` or a conv of [`Geometry::Strided`].
+    ///
+    /// ```
+    /// use genflow::nn::{Geometry, SpectralLinear};
+    /// let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    /// let geometry = Geometry::Strided { kernel: 4, stride: 2, padding: 1 };
+    /// let conv = SpectralLinear::unit(&vs.root(), 3, 8, geometry, 1)?;
+    /// let y = conv.forward(&tch::Tensor::zeros([2, 3, 16, 16], tch::kind::FLOAT_CPU), true);
+    /// assert_eq!(y.size(), [2, 8, 8, 8]);
+    /// # Ok::<(), genflow::Error>(())
+    /// ```
+    pub fn unit(
+        p: &Path,
+        in_channels: i64,
+        out_channels: i64,
+        geometry: Geometry,
+        n_power_iter: usize,
+    ) -> Result<Self> {
+        if let Geometry::Conv { .. } = geometry {
+            return Err(Error::config(
+                "a unit-norm spectral layer is dense or Geometry::Strided (normalised as a matrix)",
+            ));
+        }
+        if geometry.kernel() < 1 {
+            return Err(Error::config(format!(
+                "conv kernel must be >= 1, got {}",
+                geometry.kernel()
+            )));
+        }
+        let scaling = (Scaling::Unit, n_power_iter);
+        Self::new(p, in_channels, out_channels, geometry, scaling)
     }
 
     /// A conv map with an odd `kernel`, stride 1 and same padding, at input size `in_hw`.
@@ -151,12 +235,13 @@ impl SpectralLinear {
                 "conv kernel must be odd and >= 1, got {kernel}"
             )));
         }
+        config.validate()?;
         Self::new(
             p,
             in_channels,
             out_channels,
             Geometry::Conv { kernel, in_hw },
-            config,
+            soft(config),
         )
     }
 
@@ -165,15 +250,14 @@ impl SpectralLinear {
         fan_in_channels: i64,
         out: i64,
         geometry: Geometry,
-        config: SpectralConfig,
+        (scaling, n_power_iter): (Scaling, usize),
     ) -> Result<Self> {
-        config.validate()?;
         let (wshape, fan_in): (Vec<i64>, i64) = match geometry {
             Geometry::Dense => (vec![out, fan_in_channels], fan_in_channels),
-            Geometry::Conv { kernel, .. } => (
-                vec![out, fan_in_channels, kernel, kernel],
-                fan_in_channels * kernel * kernel,
-            ),
+            Geometry::Conv { .. } | Geometry::Strided { .. } => {
+                let k = geometry.kernel();
+                (vec![out, fan_in_channels, k, k], fan_in_channels * k * k)
+            }
         };
         let bound = 1.0 / (fan_in as f64).sqrt();
         let weight = p.var(
@@ -197,7 +281,7 @@ impl SpectralLinear {
                 kernel,
                 in_hw: (h, w),
             } if kernel > 1 => (vec![1, out, h, w], vec![1, fan_in_channels, h, w]),
-            _ => (vec![out], vec![fan_in_channels]),
+            _ => (vec![out], vec![fan_in]),
         };
         let u = p.zeros_no_train("u", &ushape);
         let v = p.zeros_no_train("v", &vshape);
@@ -211,7 +295,8 @@ impl SpectralLinear {
             v,
             sigma,
             geometry,
-            config,
+            scaling,
+            n_power_iter,
         })
     }
 
@@ -280,18 +365,21 @@ impl SpectralLinear {
         (&self.u * self.forward_op(&self.weight, &self.v)).sum(self.weight.kind())
     }
 
-    /// `W_hat = W / max(1, sigma / c)`. In training mode, runs the configured power iterations first
-    /// and records the effective sigma.
+    /// `W_hat = W / max(1, sigma / c)` (or `W / sigma` for [`SpectralLinear::unit`] maps). In
+    /// training mode, runs the configured power iterations first and records the effective sigma.
     pub fn normalized_weight(&self, train: bool) -> Tensor {
-        let sigma = if train && self.config.n_power_iter > 0 {
-            self.power_iterate_with_sigma(self.config.n_power_iter)
+        let sigma = if train && self.n_power_iter > 0 {
+            self.power_iterate_with_sigma(self.n_power_iter)
         } else {
             self.sigma_estimate()
         };
         if train {
             super::assign(&self.sigma, &sigma.detach().reshape([1]));
         }
-        let factor = (sigma / self.config.coeff).clamp_min(1.0);
+        let factor = match self.scaling {
+            Scaling::AtMost(c) => (sigma / c).clamp_min(1.0),
+            Scaling::Unit => sigma,
+        };
         &self.weight / factor
     }
 

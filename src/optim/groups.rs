@@ -51,6 +51,23 @@ pub(super) fn assign(names: &[String], groups: &[GroupConfig]) -> Result<Vec<Opt
     Ok(owners)
 }
 
+/// For each name, whether the glob `pattern` matches it; an error when it matches none or is not
+/// a glob.
+pub(super) fn matching(names: &[String], pattern: &str) -> Result<Vec<bool>> {
+    let matcher = Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| Error::config(format!("\"{pattern}\" is not a valid glob: {e}")))?;
+    let hits: Vec<bool> = names.iter().map(|n| matcher.is_match(n)).collect();
+    if !hits.contains(&true) {
+        return Err(Error::config(format!(
+            "pattern \"{pattern}\" matches no trainable parameter; the {} parameters include {}",
+            names.len(),
+            examples(names)
+        )));
+    }
+    Ok(hits)
+}
+
 fn compile(index: usize, pattern: &str) -> Result<GlobMatcher> {
     Glob::new(pattern)
         .map(|g| g.compile_matcher())

@@ -129,6 +129,9 @@ pub struct Optimizer {
     /// The configured groups in order, then the default group.
     groups: Vec<Group>,
     step_count: u64,
+    /// A factor on the learning rate, 1 unless training rolled back after a non-finite step
+    /// ([`Optimizer::scale_lr`]); kept in checkpoints as `optim.lr_scale` when not 1.
+    lr_scale: f64,
 }
 
 struct Param {
@@ -136,6 +139,8 @@ struct Param {
     tensor: Tensor,
     group: usize,
     state: ParamState,
+    /// Frozen at run time ([`Optimizer::set_frozen`]), on top of its group's setting.
+    frozen: bool,
 }
 
 struct Group {
@@ -161,6 +166,23 @@ pub struct StepReport {
     pub group_grad_norms: Vec<(String, f64)>,
     /// L2 norm of all gradients after the transforms and the global clip: what the update used.
     pub update_grad_norm: f64,
+}
+
+impl StepReport {
+    /// The report of one training step taken in two parts ([`Optimizer::step_part`]): norms
+    /// combine in quadrature (per group by name), the learning rate is the first part's.
+    pub fn combine(mut self, other: StepReport) -> StepReport {
+        let quadrature = |a: f64, b: f64| (a * a + b * b).sqrt();
+        for (name, norm) in other.group_grad_norms {
+            match self.group_grad_norms.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, mine)) => *mine = quadrature(*mine, norm),
+                None => self.group_grad_norms.push((name, norm)),
+            }
+        }
+        self.global_grad_norm = quadrature(self.global_grad_norm, other.global_grad_norm);
+        self.update_grad_norm = quadrature(self.update_grad_norm, other.update_grad_norm);
+        self
+    }
 }
 
 /// A parameter's group, for printing (`--print-groups`).
@@ -204,6 +226,7 @@ impl Optimizer {
                 tensor,
                 group: owner.unwrap_or(default_group),
                 state: ParamState::default(),
+                frozen: false,
             })
             .collect();
         let size = |i: usize| params.iter().filter(|p| p.group == i).count();
@@ -236,6 +259,7 @@ impl Optimizer {
             params,
             groups,
             step_count: 0,
+            lr_scale: 1.0,
         })
     }
 
@@ -263,6 +287,23 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Freezes (`true`) or thaws (`false`) every parameter whose name matches the glob `pattern`
+    /// (as in the groups), on top of the configured frozen groups: [`Optimizer::step`] neither
+    /// reads nor updates a frozen parameter, and its state stays as it was. For objectives that
+    /// train parts of a model in turns (the GLO and IMLE phases of GLANN, say); the setting is not
+    /// part of the optimiser's state, so such objectives set it again on resume. Returns how many
+    /// parameters matched; a pattern that matches none is an error listing some names.
+    pub fn set_frozen(&mut self, pattern: &str, frozen: bool) -> Result<usize> {
+        let names: Vec<String> = self.params.iter().map(|p| p.name.clone()).collect();
+        let matched = groups::matching(&names, pattern)?;
+        for (p, hit) in self.params.iter_mut().zip(&matched) {
+            if *hit {
+                p.frozen = frozen;
+            }
+        }
+        Ok(matched.iter().filter(|&&hit| hit).count())
+    }
+
     /// Zeroes the gradient of every parameter that has one.
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
@@ -273,15 +314,46 @@ impl Optimizer {
     /// Transforms the gradients, clips them globally and updates the parameters (see the module
     /// docs for the order). On error no parameter has changed (the gradients may have).
     pub fn step(&mut self) -> Result<StepReport> {
-        let lr = self.lr();
-        let report = tch::no_grad(|| self.step_with(lr))?;
-        self.step_count += 1;
+        let report = self.step_part(&|_| true)?;
+        self.finish_step();
         Ok(report)
     }
 
-    /// The base learning rate the next step will use: `lr * schedule(step_count)`.
+    /// One step of only the parameters whose name `select` accepts (the others, their gradients
+    /// and their state are left alone), without advancing the step count that the schedule and
+    /// the noise transform read: call [`Optimizer::finish_step`] once after the parts of one
+    /// training step. The global clip and the report cover the selected parameters only.
+    ///
+    /// An alternating GAN update steps the discriminator's parameters, then, after another
+    /// backward pass, the generator's: because every parameter keeps its own step count (Adam's
+    /// bias correction) and the schedule advances once per training step, this is exactly
+    /// PyTorch's two optimisers (`opt_d.step()`, `opt_g.step()`, each scheduler stepped once per
+    /// iteration) with one optimiser and its parameter groups.
+    pub fn step_part(&mut self, select: &dyn Fn(&str) -> bool) -> Result<StepReport> {
+        let lr = self.lr();
+        tch::no_grad(|| self.step_with(lr, select))
+    }
+
+    /// Ends a training step taken in parts ([`Optimizer::step_part`]): the schedule moves on.
+    pub fn finish_step(&mut self) {
+        self.step_count += 1;
+    }
+
+    /// The base learning rate the next step will use: `lr * schedule(step_count)` (times the
+    /// factor of [`Optimizer::scale_lr`], 1 unless training rolled back).
     pub fn lr(&self) -> f64 {
-        self.config.lr * self.config.schedule.multiplier(self.step_count)
+        self.config.lr * self.config.schedule.multiplier(self.step_count) * self.lr_scale
+    }
+
+    /// Multiplies every later learning rate by `factor` (training halves it after rolling back a
+    /// non-finite step); the factor is part of the optimiser's state.
+    pub fn scale_lr(&mut self, factor: f64) {
+        self.lr_scale *= factor;
+    }
+
+    /// The factor of [`Optimizer::scale_lr`] so far.
+    pub fn lr_scale(&self) -> f64 {
+        self.lr_scale
     }
 
     /// The number of steps taken (restored by [`Optimizer::load_state_tensors`]).
@@ -306,21 +378,22 @@ impl Optimizer {
                     group: g.name.clone(),
                     lr_mult: g.lr_mult,
                     weight_decay: g.weight_decay,
-                    frozen: g.frozen,
+                    frozen: g.frozen || p.frozen,
                     transforms: g.transforms.iter().map(|t| t.to_string()).collect(),
                 }
             })
             .collect()
     }
 
-    fn step_with(&mut self, lr: f64) -> Result<StepReport> {
+    fn step_with(&mut self, lr: f64, select: &dyn Fn(&str) -> bool) -> Result<StepReport> {
         let Optimizer {
             config,
             params,
             groups,
             step_count,
+            ..
         } = self;
-        let mut slots = collect_grads(params, groups)?;
+        let mut slots = collect_grads(params, groups, select)?;
         let raw_norms = slots
             .iter()
             .flatten()
@@ -362,12 +435,16 @@ impl Optimizer {
     }
 }
 
-/// Per group, the gradients of its parameters that have one (none for frozen groups).
-fn collect_grads<'p>(params: &'p [Param], groups: &[Group]) -> Result<Vec<Vec<GradSlot<'p>>>> {
+/// Per group, the gradients of its selected parameters that have one (none for frozen groups).
+fn collect_grads<'p>(
+    params: &'p [Param],
+    groups: &[Group],
+    select: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Vec<GradSlot<'p>>>> {
     let mut slots: Vec<Vec<GradSlot<'p>>> = groups.iter().map(|_| Vec::new()).collect();
-    for (index, p) in params.iter().enumerate() {
+    for (index, p) in params.iter().enumerate().filter(|(_, p)| select(&p.name)) {
         let grad = p.tensor.f_grad()?;
-        if grad.defined() && !groups[p.group].frozen {
+        if grad.defined() && !groups[p.group].frozen && !p.frozen {
             slots[p.group].push(GradSlot {
                 name: &p.name,
                 index,

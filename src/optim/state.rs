@@ -14,6 +14,8 @@ use super::Optimizer;
 use crate::{Error, Result};
 
 const STEP_COUNT: &str = "optim.step_count";
+/// The name of the learning-rate factor left by rollbacks (absent when it is 1).
+const LR_SCALE: &str = "optim.lr_scale";
 
 impl Optimizer {
     /// The state needed to resume exactly: `optim.step_count`, `optim.step.<param>` and
@@ -22,6 +24,9 @@ impl Optimizer {
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let names = buffer_names(&self.config);
         let mut out = vec![(STEP_COUNT.to_string(), Tensor::from(self.step_count as i64))];
+        if self.lr_scale != 1.0 {
+            out.push((LR_SCALE.to_string(), Tensor::from(self.lr_scale)));
+        }
         for p in &self.params {
             out.push((
                 format!("optim.step.{}", p.name),
@@ -41,6 +46,19 @@ impl Optimizer {
     pub fn load_state_tensors(&mut self, named: &HashMap<String, Tensor>) -> Result<()> {
         let names = buffer_names(&self.config);
         let mut used: HashSet<String> = HashSet::new();
+        let lr_scale = match named.get(LR_SCALE) {
+            None => 1.0,
+            Some(t) => {
+                used.insert(LR_SCALE.to_string());
+                let scale = t.f_reshape([-1])?.f_double_value(&[0])?;
+                if !(scale > 0.0 && scale <= 1.0) {
+                    return Err(Error::config(format!(
+                        "optimiser state {LR_SCALE} = {scale} is not a learning-rate factor in (0, 1]"
+                    )));
+                }
+                scale
+            }
+        };
         let mut get = |key: String| -> Result<&Tensor> {
             let tensor = named.get(&key).ok_or_else(|| {
                 Error::config(format!(
@@ -94,6 +112,7 @@ impl Optimizer {
             p.state = state;
         }
         self.step_count = step_count;
+        self.lr_scale = lr_scale;
         Ok(())
     }
 }

@@ -48,7 +48,7 @@ impl TaskSpec for ClassifierTaskConfig {
         self.data.validate()?;
         self.model
             .validate()
-            .map_err(|e| Error::config(format!("model: {e}")))
+            .map_err(|e| e.context("model"))
     }
 
     fn build(&self, run: &RunConfig, device: Device) -> Result<Box<dyn Task>> {
@@ -177,7 +177,7 @@ impl Task for ClassifierTask {
             dataset: self.config.data.dataset.to_string(),
             test_images: test.len(),
             test_accuracy: accuracy,
-            invertibility: InvertibilityReport::new(err, &ctx.inverse_stats, &self.residual_nets())?,
+            invertibility: InvertibilityReport::new(err, n, &ctx, &self.residual_nets())?,
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
     }

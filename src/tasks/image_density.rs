@@ -52,7 +52,7 @@ impl TaskSpec for ImageDensityConfig {
         self.data.validate()?;
         self.model
             .validate()
-            .map_err(|e| Error::config(format!("model: {e}")))?;
+            .map_err(|e| e.context("model"))?;
         self.eval.validate()?;
         self.train.logdet.validate()
     }
@@ -244,7 +244,7 @@ impl Task for ImageDensityTask {
             test_bits_per_dim_midpoint: midpoint,
             logdet_estimator: serde_json::to_value(self.config.eval.logdet)
                 .map_err(|e| Error::config(e.to_string()))?,
-            invertibility: InvertibilityReport::new(err, &ctx.inverse_stats, &self.residual_nets())?,
+            invertibility: InvertibilityReport::new(err, n, &ctx, &self.residual_nets())?,
         };
         serde_json::to_value(report).map_err(|e| Error::config(e.to_string()))
     }

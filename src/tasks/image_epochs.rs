@@ -61,23 +61,7 @@ pub(crate) fn image_training<'a, T: BatchLoss>(
     expected_shape: [i64; 3],
     run: &RunConfig,
 ) -> Result<Training<'a>> {
-    let train_set = data.load_train()?;
-    let test_set = data.evaluation_subset(data.load_test()?)?;
-    for (split, set) in [("training", &train_set), ("test", &test_set)] {
-        if set.is_empty() {
-            return Err(Error::config(format!(
-                "the {split} split of {} is empty; check data.dir and data.train_subset",
-                data.dataset
-            )));
-        }
-        if set.shape() != expected_shape {
-            return Err(Error::config(format!(
-                "{} images are {:?} but the model takes {expected_shape:?}; set model.in_shape to match",
-                data.dataset,
-                set.shape()
-            )));
-        }
-    }
+    let (train_set, test_set) = training_sets(data, expected_shape, "model.in_shape")?;
     let plan = run.train.plan(Some(train_set.len()))?;
     Ok(Training {
         objective: Box::new(ImageEpochs {
@@ -89,4 +73,31 @@ pub(crate) fn image_training<'a, T: BatchLoss>(
         }),
         plan,
     })
+}
+
+/// The training set and the evaluation subset of the test set of `data`, checked to be non-empty
+/// and of the model's `expected_shape` (`shape_key` names the model's setting in the error).
+pub(crate) fn training_sets(
+    data: &ImageDataConfig,
+    expected_shape: [i64; 3],
+    shape_key: &str,
+) -> Result<(ImageDataset, ImageDataset)> {
+    let train_set = data.load_train()?;
+    let test_set = data.evaluation_subset(data.load_test()?)?;
+    for (split, set) in [("training", &train_set), ("test", &test_set)] {
+        if set.is_empty() {
+            return Err(Error::config(format!(
+                "the {split} split of {} is empty; check data.dir and data.train_subset",
+                data.dataset
+            )));
+        }
+        if set.shape() != expected_shape {
+            return Err(Error::config(format!(
+                "{} images are {:?} but the model takes {expected_shape:?}; set {shape_key} to match",
+                data.dataset,
+                set.shape()
+            )));
+        }
+    }
+    Ok((train_set, test_set))
 }

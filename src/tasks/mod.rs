@@ -99,6 +99,26 @@ pub struct ItemConvergence {
     pub converged: bool,
 }
 
+/// Codes fitted to data-space items with a generator held fixed, and how well they reconstruct
+/// the items (`genflow encode` of a model without an inverse).
+#[derive(Debug)]
+pub struct FittedCodes {
+    /// The codes, `[n, n_z]`.
+    pub z: Tensor,
+    /// Per item, the mean squared difference between the item and the generator's image of its
+    /// code, over the pixels (intensities in `[0, 1]`).
+    pub reconstruction_mse: Vec<f64>,
+    /// Optimiser steps taken per item.
+    pub steps: u64,
+}
+
+/// A generator whose codes for new items are found by optimisation with its weights fixed
+/// (GLO), since it has no encoder.
+pub trait CodeFit {
+    /// The codes of data-space items (see [`DataKind`]) and their reconstruction errors.
+    fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes>;
+}
+
 /// A model as a density over its data space.
 pub trait Density {
     /// `log p` of data-space items (see [`DataKind`]), evaluated with the run's evaluation
@@ -112,6 +132,19 @@ pub trait Invertible {
     fn encode(&self, x: &Tensor) -> Result<Tensor>;
     /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item.
     fn decode(&self, z: &Tensor) -> Result<(Tensor, Vec<ItemConvergence>)>;
+    /// The per-item shape of latents.
+    fn latent_shape(&self) -> Vec<i64>;
+}
+
+/// A model with a learned encoder into the latent space that its generator decodes (O-GAN):
+/// unlike [`Invertible`], decoding is a direct map and encoding inverts it only approximately.
+/// `genflow encode` and `genflow decode` use it as they use an invertible map; every item's
+/// decoding "converges" at once (0 iterations, residual 0).
+pub trait Encoder {
+    /// `z = enc(x)` of data-space items.
+    fn encode(&self, x: &Tensor) -> Result<Tensor>;
+    /// `x = dec(z)` in data space.
+    fn decode(&self, z: &Tensor) -> Result<Tensor>;
     /// The per-item shape of latents.
     fn latent_shape(&self) -> Vec<i64>;
 }
@@ -152,6 +185,14 @@ pub trait Task {
     fn invertible(&self) -> Option<&dyn Invertible> {
         None
     }
+    /// The model as an encoder and a decoder that is not its inverse, when it is one.
+    fn encoder(&self) -> Option<&dyn Encoder> {
+        None
+    }
+    /// Whether `train.ema_decay` averages the trainable variable `name` (default: every one).
+    fn averaged(&self, _name: &str) -> bool {
+        true
+    }
     /// The model as the feature network of the sample-quality metrics, when it is one.
     fn image_features(&self) -> Option<&dyn ImageFeatures> {
         None
@@ -160,6 +201,26 @@ pub trait Task {
     /// (`genflow eval` adds FD, KID, precision and recall for models that sample images).
     fn reference_data(&self) -> Option<&ImageDataConfig> {
         None
+    }
+    /// The model as a generator whose codes are fitted by optimisation, when it is one.
+    fn code_fit(&self) -> Option<&dyn CodeFit> {
+        None
+    }
+    /// Other samplers of the same model whose sample quality `genflow eval` reports beside the
+    /// model's own, by name (GLANN's GLO-Gaussian baseline: `glo_gaussian`).
+    fn baseline_samplers(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Samples of baseline sampler `name` (one of [`Task::baseline_samplers`]).
+    fn sample_baseline(
+        &self,
+        _run: &RunConfig,
+        name: &str,
+        _options: &SampleOptions,
+    ) -> Result<Tensor> {
+        Err(Error::config(format!(
+            "this task's model has no baseline sampler '{name}'"
+        )))
     }
 }
 
@@ -260,12 +321,18 @@ macro_rules! tasks {
 tasks! {
     /// Density estimation of a 2-D toy distribution with a vector i-ResNet flow.
     ToyDensity(toy_density::ToyDensityConfig) = "toy-density",
+    /// A GAN (or O-GAN) of MLPs on a 2-D toy distribution.
+    ToyGan(toy_gan::ToyGanConfig) = "toy-gan",
+    /// A DCGAN-style GAN (or O-GAN) on images.
+    ImageGan(image_gan::ImageGanConfig) = "image-gan",
     /// Density estimation of images with a multi-scale i-ResNet, in bits/dim.
     ImageDensity(image_density::ImageDensityConfig) = "image-density",
     /// Image classification with an i-ResNet classifier.
     Classifier(classifier::ClassifierTaskConfig) = "classifier",
     /// The feature network of the sample-quality metrics.
     FeatureClassifier(features::FeatureClassifierConfig) = "feature-classifier",
+    /// Non-adversarial image generation: GLO codes and generator, then an IMLE mapper.
+    Glann(glann::GlannConfig) = "glann",
 }
 
 /// Relative tolerance of the singular-value iterations run before evaluation.

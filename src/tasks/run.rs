@@ -2,8 +2,8 @@
 //! trained run to evaluate it, sample from it or use it on new data.
 
 use super::{
-    certify_for_evaluation, quality, DataKind, ItemConvergence, JobConfig, LogProb, SampleOptions,
-    Task,
+    certify_for_evaluation, lipschitz_max, quality, DataKind, FittedCodes, InvertibilityReport,
+    ItemConvergence, JobConfig, LogProb, SampleOptions, Task,
 };
 use crate::config::ConfigDocument;
 use crate::optim::Optimizer;
@@ -38,7 +38,7 @@ const EVAL_MAY_CHANGE: &[&str] = &["eval", "data.test_size"];
 /// Trains `job` from scratch into `out_dir`. A folder that already holds a run is refused unless
 /// `options.force` ([`run_dir::prepare_new`]).
 pub fn train(job: &JobConfig, out_dir: &Path, options: &TrainOptions) -> Result<LoopOutcome> {
-    run_dir::prepare_new(out_dir, options.force, job.task.outputs())?;
+    run_dir::check_new(out_dir, options.force)?;
     run_training(job, out_dir, None, options)
 }
 
@@ -146,6 +146,11 @@ fn run_training(
         }
         None => 0,
     };
+    if stored.is_none() {
+        // only now that the model and its data are ready: a failing configuration leaves the
+        // folder (and, with --force, the old run) as it was
+        run_dir::prepare_new(out_dir, options.force, job.task.outputs())?;
+    }
     let config_toml = job.to_toml()?;
     crate::fs::write_atomic(&out_dir.join(run_dir::CONFIG_FILE), config_toml.as_bytes())?;
     tracing::info!(
@@ -167,12 +172,15 @@ fn run_training(
             .train
             .max_minutes
             .map(|m| std::time::Duration::from_secs_f64(m * 60.0)),
+        on_nan: job.run.train.on_nan,
+        max_rollbacks: job.run.train.max_rollbacks,
     };
     let mut objective = training.objective;
     let outcome = match job.run.train.ema_decay {
         Some(decay) => {
             let resumed = stored.as_ref().map(|(tensors, _, _)| tensors);
-            let mut averaged = Averaged::new(objective, vs, decay, resumed)?;
+            let keep = |name: &str| task.averaged(name);
+            let mut averaged = Averaged::new(objective, vs, decay, &keep, resumed)?;
             let outcome = train::run(vs, &mut optimizer, &mut averaged, &settings, start)?;
             averaged.into_averaged_weights();
             outcome
@@ -262,6 +270,9 @@ pub struct EvalOptions {
     pub samples: Option<i64>,
     /// A feature-classifier run to use instead of the data set's cached feature network.
     pub feature_net: Option<PathBuf>,
+    /// Make an inverse that did not converge, or a block with `Lip(g) >= 1`, an error instead of
+    /// a warning.
+    pub strict: bool,
 }
 
 impl Run {
@@ -310,6 +321,20 @@ impl Run {
         })
     }
 
+    /// Warns when a residual block of the loaded model has `Lip(g) >= 1` (its inverse and
+    /// samples are then not guaranteed); returns the largest bound.
+    pub fn check_lipschitz(&self) -> Result<f64> {
+        let lip = lipschitz_max(&self.task.residual_nets())?;
+        if (lip.is_nan() || lip >= 1.0) && !self.task.residual_nets().is_empty() {
+            tracing::warn!(
+                "a residual block of {} has Lip(g) = {lip:.6} >= 1: its inverse and samples are not \
+                 guaranteed",
+                self.dir.display()
+            );
+        }
+        Ok(lip)
+    }
+
     /// The task behind the run.
     pub fn task(&self) -> &dyn Task {
         self.task.as_ref()
@@ -327,9 +352,22 @@ impl Run {
 
     /// The task's evaluation report and, for models that generate images, the sample-quality
     /// metrics of `options.samples` samples against the test split ([`quality::QualityReport`]'s
-    /// keys added to the report).
+    /// keys added to the report); for each of the task's baseline samplers `NAME` as many samples
+    /// again, reported as `fd_NAME`, `kid_NAME` (the mean), `kid_std_NAME`, `precision_NAME` and
+    /// `recall_NAME`.
     pub fn evaluate_with(&self, options: &EvalOptions) -> Result<serde_json::Value> {
         let mut report = self.evaluate()?;
+        if let Ok(inverse) = serde_json::from_value::<InvertibilityReport>(report.clone()) {
+            if let Some(problem) = inverse.warning() {
+                if options.strict {
+                    return Err(Error::NonFinite(format!(
+                        "{}: {problem}",
+                        self.dir.display()
+                    )));
+                }
+                tracing::warn!("{problem}");
+            }
+        }
         let samples = options.samples.unwrap_or(quality::DEFAULT_SAMPLES);
         if let (Some(data), true) = (self.task.reference_data(), samples > 0) {
             let images = self.sample(Some(samples), None, None)?;
@@ -338,6 +376,33 @@ impl Run {
             let extra = serde_json::to_value(quality).map_err(|e| Error::config(e.to_string()))?;
             if let (Some(fields), Some(extra)) = (report.as_object_mut(), extra.as_object()) {
                 fields.extend(extra.clone());
+            }
+            for &name in self.task.baseline_samplers() {
+                let sample_options = SampleOptions {
+                    n: samples,
+                    ..Default::default()
+                };
+                let images = self
+                    .task
+                    .sample_baseline(&self.job.run, name, &sample_options)?;
+                let q = quality::image_quality(
+                    &images,
+                    data,
+                    options.feature_net.as_deref(),
+                    self.device,
+                )?;
+                if let Some(fields) = report.as_object_mut() {
+                    let pairs = [
+                        ("fd", q.fd),
+                        ("kid", q.kid_mean),
+                        ("kid_std", q.kid_std),
+                        ("precision", q.precision),
+                        ("recall", q.recall),
+                    ];
+                    for (key, value) in pairs {
+                        fields.insert(format!("{key}_{name}"), serde_json::json!(value));
+                    }
+                }
             }
         }
         Ok(report)
@@ -364,6 +429,7 @@ impl Run {
                 "the number of samples must be at least 1, got {n}"
             )));
         }
+        crate::limits::check("the number of samples", n, crate::limits::MAX_ITEMS)?;
         if let Some(t) = temperature {
             if !(t.is_finite() && t >= 0.0) {
                 return Err(Error::config(format!(
@@ -387,29 +453,49 @@ impl Run {
             .log_prob(x)
     }
 
-    /// `z = f(x)` per item of data-space `x` (invertible models only).
+    /// `z = f(x)` per item of data-space `x` (invertible models and encoders only).
     pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
-        self.task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
-            .encode(x)
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => map.encode(x),
+            (None, Some(encoder)) => encoder.encode(x),
+            (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
+        }
     }
 
-    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item.
+    /// Codes fitted to data-space `x` with the generator held fixed, and their reconstruction
+    /// errors (generators without an encoder, like GLO's).
+    pub fn fit_codes(&self, x: &Tensor) -> Result<FittedCodes> {
+        self.task
+            .code_fit()
+            .ok_or_else(|| self.cannot(&"fitting codes", &"a generator with fitted codes"))?
+            .fit_codes(x)
+    }
+
+    /// `x = f^{-1}(z)` in data space, with the inverse's convergence per item (an encoder's
+    /// decoder is a direct map: every item converged at once).
     pub fn decode(&self, z: &Tensor) -> Result<(Tensor, Vec<ItemConvergence>)> {
-        self.task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"decode", &"an invertible map"))?
-            .decode(z)
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => map.decode(z),
+            (None, Some(encoder)) => {
+                let x = encoder.decode(z)?;
+                let direct = ItemConvergence {
+                    iterations: 0,
+                    residual: 0.0,
+                    converged: true,
+                };
+                Ok((x, vec![direct; z.size()[0] as usize]))
+            }
+            (None, None) => Err(self.cannot(&"decode", &"an invertible map or an encoder")),
+        }
     }
 
-    /// The per-item shape of latents (invertible models only).
+    /// The per-item shape of latents (invertible models and encoders only).
     pub fn latent_shape(&self) -> Result<Vec<i64>> {
-        Ok(self
-            .task
-            .invertible()
-            .ok_or_else(|| self.cannot(&"encode", &"an invertible map"))?
-            .latent_shape())
+        match (self.task.invertible(), self.task.encoder()) {
+            (Some(map), _) => Ok(map.latent_shape()),
+            (None, Some(encoder)) => Ok(encoder.latent_shape()),
+            (None, None) => Err(self.cannot(&"encode", &"an invertible map or an encoder")),
+        }
     }
 
     fn cannot(&self, what: &dyn std::fmt::Display, needs: &dyn std::fmt::Display) -> Error {

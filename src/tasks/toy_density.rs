@@ -98,10 +98,15 @@ pub struct ToyDensityReport {
     pub lipschitz_target: f64,
     /// Model samples drawn for the sample metrics below.
     pub samples: usize,
-    /// `-mean log p_data(x)` of the model's samples under the true density, where it is known
-    /// (a sample-quality measure: low when samples fall where the data lives).
+    /// `-mean log p_data(x)` of the model's samples (those inside the support) under the true
+    /// density, where it is known (a sample-quality measure: low when samples fall where the data
+    /// lives).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples_true_nll_nats: Option<f64>,
+    /// The share of samples where the true density is positive (1 for densities of unbounded
+    /// support); `samples_true_nll_nats` is over these.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_in_support: Option<f64>,
     /// For 8gaussians: modes holding at least 1% of the samples as high-quality samples (within 3
     /// standard deviations of their nearest centre), and the share of high-quality samples
     /// (SPEC section 6).
@@ -244,8 +249,16 @@ impl Task for ToyDensityTask {
             (back - &x).abs().max().double_value(&[])
         };
         let samples = self.draw_samples(SAMPLE_METRICS, run.seed, self.config.eval.temperature)?;
-        let samples_true_nll_nats = density.log_density(&samples.to_kind(Kind::Double))?.map(|lp| {
-            -lp.mean(Kind::Double).double_value(&[])
+        let true_log_p = density.log_density(&samples.to_kind(Kind::Double))?;
+        // samples outside a bounded support (checkerboard) have log density -inf: the NLL is
+        // that of the samples inside, beside the share that is inside
+        let inside = true_log_p.as_ref().map(|lp| lp.isfinite());
+        let samples_in_support = inside
+            .as_ref()
+            .map(|m| m.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]));
+        let samples_true_nll_nats = true_log_p.zip(inside).and_then(|(lp, m)| {
+            let n = m.sum(Kind::Int64).int64_value(&[]);
+            (n > 0).then(|| -lp.masked_select(&m).sum(Kind::Double).double_value(&[]) / n as f64)
         });
         let modes = match density {
             ToyDensity::EightGaussians => Some(crate::metrics::eight_gaussians_modes(&samples)?),
@@ -260,12 +273,14 @@ impl Task for ToyDensityTask {
             nll_gap_nats: true_nll.map(|t| test_nll - t),
             invertibility: InvertibilityReport::new(
                 round_trip_err,
-                &ctx.inverse_stats,
+                test_size as i64,
+                &ctx,
                 &self.residual_nets(),
             )?,
             lipschitz_target: model.spectral.coeff.powi(model.hidden.len() as i32 + 1),
             samples: SAMPLE_METRICS as usize,
             samples_true_nll_nats,
+            samples_in_support,
             modes_covered: modes.as_ref().map(|m| m.modes_covered),
             high_quality_fraction: modes.as_ref().map(|m| m.high_quality_fraction),
         };

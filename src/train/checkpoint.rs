@@ -6,6 +6,7 @@
 //! leaves a corrupt checkpoint: the previous one stays until the new one is complete.
 
 use crate::data::tensor_file;
+use crate::train::ema::EMA_PREFIX;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -96,14 +97,31 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, CheckpointMeta)> {
     ))
 }
 
-/// Copies checkpoint tensors into the variables of `vs` (every variable must be present with the
-/// same shape; a mismatch names the variable).
+/// Copies checkpoint tensors into the variables of `vs`: every variable must be present with the
+/// same shape, and every model tensor of the checkpoint (all but the optimiser's `optim.*` and the
+/// moving averages' `ema.*`) must belong to the model, so that a checkpoint never silently
+/// evaluates as another model than the one it holds. A mismatch names the tensor.
 pub fn restore_vars(
     vs: &tch::nn::VarStore,
     tensors: &BTreeMap<String, Tensor>,
     path: &Path,
 ) -> Result<()> {
-    for (name, var) in vs.variables() {
+    let variables = vs.variables();
+    let foreign = tensors.keys().find(|name| {
+        !name.starts_with("optim.")
+            && !name.starts_with(EMA_PREFIX)
+            && !variables.contains_key(*name)
+    });
+    if let Some(name) = foreign {
+        return Err(Error::file(
+            path,
+            format!(
+                "holds '{name}', which the model built from its configuration lacks: the checkpoint \
+                 and its stored configuration disagree"
+            ),
+        ));
+    }
+    for (name, var) in variables {
         let saved = tensors.get(&name).ok_or_else(|| {
             Error::file(
                 path,

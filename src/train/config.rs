@@ -38,6 +38,29 @@ pub struct TrainConfig {
     /// the log and `metrics.jsonl` say so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_minutes: Option<f64>,
+    /// What a NaN or infinite loss or gradient does: `"stop"` the run (default; the last good
+    /// checkpoint stays), or `"rollback"`: reload the last good checkpoint, halve the learning rate,
+    /// skip the batch that failed, and go on (at most `max_rollbacks` times, each logged).
+    #[serde(default)]
+    pub on_nan: OnNan,
+    /// Rollbacks a run may take before it stops (`on_nan = "rollback"`).
+    #[serde(default = "default_max_rollbacks")]
+    pub max_rollbacks: u32,
+}
+
+/// What a non-finite loss or gradient does to a run (`train.on_nan`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNan {
+    /// Stop the run; the last good checkpoint stays.
+    #[default]
+    Stop,
+    /// Reload the last good checkpoint, halve the learning rate, skip the batch, go on.
+    Rollback,
+}
+
+fn default_max_rollbacks() -> u32 {
+    3
 }
 
 fn default_checkpoint_every() -> u64 {
@@ -78,6 +101,11 @@ impl TrainConfig {
                 return Err(Error::config(format!("{key} must be positive, got {v}")));
             }
         }
+        crate::limits::check(
+            "train.batch_size",
+            self.batch_size,
+            crate::limits::MAX_BATCH,
+        )?;
         if let Some(d) = self.ema_decay {
             if !(0.0..1.0).contains(&d) {
                 return Err(Error::config(format!(

@@ -1,5 +1,6 @@
 //! An exponential moving average of the trainable weights, `theta_ema <- d theta_ema + (1 - d) theta`,
-//! used for evaluation (Polyak averaging; as in Glow and Residual Flows' evaluation).
+//! used for evaluation (Polyak averaging; as in Glow and Residual Flows' evaluation). A task may
+//! average only some weights (a GAN its generator's, as in Karras et al. 2018 and BigGAN).
 
 use super::{Evaluation, Objective, Update};
 use crate::{Error, Result};
@@ -33,12 +34,13 @@ pub struct Ema {
 }
 
 impl Ema {
-    /// Averages of the trainable variables of `vs`, starting at their current values.
-    pub fn new(vs: &VarStore, decay: f64) -> Self {
+    /// Averages of the trainable variables of `vs` whose names `keep` accepts, starting at their
+    /// current values.
+    pub fn new(vs: &VarStore, decay: f64, keep: &dyn Fn(&str) -> bool) -> Self {
         let mut entries: Vec<(String, Tensor, Tensor)> = vs
             .variables()
             .into_iter()
-            .filter(|(_, t)| t.requires_grad())
+            .filter(|(name, t)| t.requires_grad() && keep(name))
             .map(|(name, t)| {
                 let avg = t.detach().copy();
                 (name, t, avg)
@@ -133,15 +135,16 @@ pub struct Averaged<O> {
 }
 
 impl<O: Objective> Averaged<O> {
-    /// Averages the trainable variables of `vs` with `decay` around `inner`; a resumed run passes
-    /// the checkpoint's tensors to continue its average.
+    /// Averages the trainable variables of `vs` that `keep` accepts with `decay` around `inner`;
+    /// a resumed run passes the checkpoint's tensors to continue its average.
     pub fn new(
         inner: O,
         vs: &VarStore,
         decay: f64,
+        keep: &dyn Fn(&str) -> bool,
         resumed: Option<&BTreeMap<String, Tensor>>,
     ) -> Result<Self> {
-        let mut ema = Ema::new(vs, decay);
+        let mut ema = Ema::new(vs, decay, keep);
         if let Some(tensors) = resumed {
             ema.load(tensors)?;
         }
@@ -179,5 +182,10 @@ impl<O: Objective> Objective for Averaged<O> {
         let mut state = self.inner.extra_state();
         state.extend(self.ema.state());
         state
+    }
+
+    fn restore(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        self.inner.restore(tensors)?;
+        self.ema.load(tensors)
     }
 }

@@ -15,7 +15,7 @@ pub mod config;
 pub mod ema;
 pub mod run_dir;
 
-pub use config::{Plan, TrainConfig};
+pub use config::{OnNan, Plan, TrainConfig};
 pub use ema::{Averaged, Ema, Weights};
 
 use crate::optim::Optimizer;
@@ -61,19 +61,7 @@ pub trait Objective {
     /// non-finite value ([`Error::NonFinite`], before any weight changes), backpropagates it and
     /// steps the optimiser; objectives with several losses per step override it.
     fn update(&mut self, step: u64, optimizer: &mut Optimizer) -> Result<Update> {
-        optimizer.zero_grad();
-        let (loss, metrics) = self.loss(step)?;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            return Err(Error::NonFinite(format!("the loss became {value}")));
-        }
-        loss.f_backward()?;
-        let report = optimizer.step()?;
-        Ok(Update {
-            loss: value,
-            metrics,
-            report,
-        })
+        loss_update(self, step, optimizer)
     }
     /// Called after every optimiser step (e.g. to update a moving average of the weights).
     fn after_step(&mut self, _step: u64) -> Result<()> {
@@ -87,6 +75,44 @@ pub trait Objective {
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         Vec::new()
     }
+    /// Restores what [`Objective::extra_state`] saved, from a checkpoint's tensors (a rollback
+    /// after a non-finite step).
+    fn restore(&mut self, _tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The default [`Objective::update`], for overrides that use it in some cases: takes
+/// [`Objective::loss`] and [`descend`]s.
+pub fn loss_update<O: Objective + ?Sized>(
+    objective: &mut O,
+    step: u64,
+    optimizer: &mut Optimizer,
+) -> Result<Update> {
+    optimizer.zero_grad();
+    let (loss, metrics) = objective.loss(step)?;
+    descend(optimizer, &loss, metrics)
+}
+
+/// The end of the default [`Objective::update`], for objectives that override it: refuses a
+/// non-finite `loss` ([`Error::NonFinite`], before any weight changes), backpropagates it and
+/// steps `optimizer` (whose gradients the caller zeroed before computing `loss`).
+pub fn descend(
+    optimizer: &mut Optimizer,
+    loss: &Tensor,
+    metrics: Vec<(String, f64)>,
+) -> Result<Update> {
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(Error::NonFinite(format!("the loss became {value}")));
+    }
+    loss.f_backward()?;
+    let report = optimizer.step()?;
+    Ok(Update {
+        loss: value,
+        metrics,
+        report,
+    })
 }
 
 impl<O: Objective + ?Sized> Objective for Box<O> {
@@ -104,6 +130,9 @@ impl<O: Objective + ?Sized> Objective for Box<O> {
     }
     fn extra_state(&self) -> Vec<(String, Tensor)> {
         (**self).extra_state()
+    }
+    fn restore(&mut self, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
+        (**self).restore(tensors)
     }
 }
 
@@ -123,6 +152,10 @@ pub struct LoopSettings {
     /// Wall-clock budget of this invocation: once spent, the loop ends after the current step as
     /// if it were the last (final evaluation and checkpoint). `None`: no limit.
     pub time_budget: Option<std::time::Duration>,
+    /// What a non-finite loss or gradient does: stop the run, or roll back to the last checkpoint.
+    pub on_nan: OnNan,
+    /// Rollbacks a run may take before it stops.
+    pub max_rollbacks: u32,
 }
 
 /// How the loop ended.
@@ -220,6 +253,67 @@ fn append_metrics(path: &Path, record: &serde_json::Value) -> Result<()> {
     writeln!(file, "{record}").map_err(|e| Error::file(path, e.to_string()))
 }
 
+/// The message of a run stopped by a non-finite loss or gradient (`what`) in the update after
+/// `step` steps, with the newest checkpoint on disk (`last_saved` steps, if any).
+fn non_finite_stop(
+    what: &str,
+    step: u64,
+    last_saved: Option<u64>,
+    settings: &LoopSettings,
+    rollbacks: u32,
+) -> String {
+    let kept = match last_saved {
+        Some(saved) => format!(
+            "the last good checkpoint (step {saved}) in {} was kept",
+            settings.out_dir.display()
+        ),
+        None => format!(
+            "no checkpoint had been written yet (train.checkpoint_every = {})",
+            settings.checkpoint_every
+        ),
+    };
+    let retries = match settings.on_nan {
+        OnNan::Rollback => format!(" after {rollbacks} rollbacks (train.max_rollbacks)"),
+        OnNan::Stop => String::new(),
+    };
+    format!(
+        "{what} in the update after step {step}; training stopped{retries} and {kept}. Try a lower \
+         optim.lr, a smaller model.spectral.coeff, gradient clipping (optim.global_clip_norm), or \
+         train.on_nan = \"rollback\""
+    )
+}
+
+/// Rolls a run back to its newest checkpoint (`saved` steps) after the update after `failed`
+/// steps went non-finite (`what`): reloads the weights, the optimiser state and the objective's
+/// state, halves the learning rate from then on, drops the metrics logged after the checkpoint and
+/// logs the rollback (the caller skips the failed batch).
+fn roll_back(
+    vs: &VarStore,
+    optimizer: &mut Optimizer,
+    objective: &mut dyn Objective,
+    settings: &LoopSettings,
+    (failed, saved): (u64, u64),
+    rollbacks: u32,
+    what: &str,
+) -> Result<()> {
+    let path = settings.out_dir.join(CHECKPOINT_FILE);
+    let (tensors, meta) = checkpoint::load(&path)?;
+    resume(vs, optimizer, &tensors, &path, meta.step)?;
+    objective.restore(&tensors)?;
+    optimizer.scale_lr(0.5);
+    let record = serde_json::json!({
+        "step": saved, "event": "rollback", "failed_step": failed + 1, "rollback": rollbacks,
+        "lr_scale": optimizer.lr_scale(), "reason": what,
+    });
+    append_metrics(&settings.out_dir.join(METRICS_FILE), &record)?;
+    tracing::warn!(
+        "{what} in the update after step {failed}: rolled back to the checkpoint at step {saved} \
+         (rollback {rollbacks} of at most {}), learning rate halved, that batch skipped",
+        settings.max_rollbacks
+    );
+    Ok(())
+}
+
 /// One line of `metrics.jsonl`: the step's loss and learning rate, the evaluation when there was
 /// one, the objective's extra scalars, gradient norms when asked for, and `event` when the run
 /// ends early (`interrupted`, `time_budget_spent`).
@@ -286,18 +380,46 @@ pub fn run(
     let bar = crate::progress::bar(settings.steps, start_step, "train");
     let started = Instant::now();
     let mut final_loss = f64::NAN;
-    let mut last_saved = start_step;
+    // the steps of the newest checkpoint on disk (a resumed run starts from one)
+    let mut last_saved = (start_step > 0).then_some(start_step);
     let mut best_score = previous_best(&settings.out_dir);
-    for step in start_step..settings.steps {
+    let mut rollbacks = 0u32;
+    let mut skipped = std::collections::BTreeSet::new();
+    let mut step = start_step;
+    while step < settings.steps {
+        if skipped.contains(&step) {
+            // the batch of a step that went non-finite before a rollback
+            bar.inc(1);
+            step += 1;
+            continue;
+        }
         let update = match objective.update(step, optimizer) {
             Err(Error::NonFinite(what)) => {
-                bar.abandon();
-                return Err(Error::NonFinite(format!(
-                    "{what} at step {step}; training stopped and the last good checkpoint \
-                     (step {last_saved}) in {} was kept. Try a lower optim.lr, a smaller \
-                     model.spectral.coeff or gradient clipping (optim.global_clip_norm).",
-                    settings.out_dir.display()
-                )));
+                let can_roll_back =
+                    settings.on_nan == OnNan::Rollback && rollbacks < settings.max_rollbacks;
+                match (last_saved, can_roll_back) {
+                    (Some(saved), true) => {
+                        rollbacks += 1;
+                        roll_back(
+                            vs,
+                            optimizer,
+                            objective,
+                            settings,
+                            (step, saved),
+                            rollbacks,
+                            &what,
+                        )?;
+                        skipped.insert(step);
+                        bar.set_position(saved);
+                        step = saved;
+                        continue;
+                    }
+                    _ => {
+                        bar.abandon();
+                        let why = non_finite_stop(&what, step, last_saved, settings, rollbacks);
+                        return Err(Error::NonFinite(why));
+                    }
+                }
             }
             other => other?,
         };
@@ -310,7 +432,7 @@ pub fn run(
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
         let last = done == settings.steps || out_of_time;
         let evaluation = match settings.eval_every {
-            Some(every) if done % every == 0 || last => objective.evaluate(done)?,
+            Some(every) if done.is_multiple_of(every) || last => objective.evaluate(done)?,
             _ => None,
         };
         if let Some(eval) = &evaluation {
@@ -327,14 +449,18 @@ pub fn run(
         } else {
             None
         };
-        if done % settings.log_every == 0 || last || evaluation.is_some() || event.is_some() {
+        if done.is_multiple_of(settings.log_every)
+            || last
+            || evaluation.is_some()
+            || event.is_some()
+        {
             let record =
                 metrics_record(done, &update, evaluation.as_ref(), event, settings, started);
             append_metrics(&metrics_path, &record)?;
             bar.set_message(format!("loss {:.4}", update.loss));
         }
         bar.inc(1);
-        if done % settings.checkpoint_every == 0 || last || interrupted {
+        if done.is_multiple_of(settings.checkpoint_every) || last || interrupted {
             save_checkpoint(
                 vs,
                 optimizer,
@@ -343,7 +469,7 @@ pub fn run(
                 done,
                 CHECKPOINT_FILE,
             )?;
-            last_saved = done;
+            last_saved = Some(done);
         }
         if interrupted || out_of_time {
             let message = if interrupted {
@@ -365,6 +491,7 @@ pub fn run(
                 seconds: started.elapsed().as_secs_f64(),
             });
         }
+        step = done;
     }
     bar.finish();
     Ok(LoopOutcome {

@@ -27,18 +27,25 @@ pub fn holds_run(dir: &Path) -> bool {
     RUN_MARKERS.iter().any(|f| dir.join(f).exists())
 }
 
-/// Makes `dir` ready for a new run. A folder that already holds a run is refused unless `force`,
-/// in which case the files a run writes (checkpoints, metrics, configuration, report, and the
-/// `outputs` the task writes, e.g. its pictures) are removed first. Creates the folder.
+/// Refuses `dir` for a new run when it already holds one, unless `force`.
+pub fn check_new(dir: &Path, force: bool) -> Result<()> {
+    if holds_run(dir) && !force {
+        return Err(Error::file(
+            dir,
+            "already holds a run; add --resume to continue it, or --force to start over \
+             (removes its checkpoints, metrics and pictures first)",
+        ));
+    }
+    Ok(())
+}
+
+/// Makes `dir` ready for a new run. A folder that already holds a run is refused unless `force`
+/// ([`check_new`]), in which case the files a run writes (checkpoints, metrics, configuration,
+/// report, and the `outputs` the task writes, e.g. its pictures) are removed first. Creates the
+/// folder.
 pub fn prepare_new(dir: &Path, force: bool, outputs: &[&str]) -> Result<()> {
+    check_new(dir, force)?;
     if holds_run(dir) {
-        if !force {
-            return Err(Error::file(
-                dir,
-                "already holds a run; add --resume to continue it, or --force to start over \
-                 (removes its checkpoints, metrics and pictures first)",
-            ));
-        }
         clear(dir, outputs)?;
     }
     std::fs::create_dir_all(dir)

@@ -53,7 +53,8 @@ pub fn seed_lock() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Writes a small synthetic copy of data set `name` into `dir/<name>/` in its standard file
-/// format (IDX for MNIST and Fashion-MNIST, gzipped CSV for digits, binary batches for CIFAR-10):
+/// format (IDX for MNIST and Fashion-MNIST, gzipped CSV for digits, binary batches for CIFAR-10,
+/// PNGs of mixed sizes for an image folder):
 /// `n_train` training and `n_test` test images whose pixels depend on the label, so that the
 /// readers, models and classifiers have something to learn.
 pub fn write_synthetic_data(dir: &std::path::Path, name: &str, n_train: usize, n_test: usize) {
@@ -123,6 +124,17 @@ pub fn write_synthetic_data(dir: &std::path::Path, name: &str, n_train: usize, n
                 std::fs::write(folder.join(format!("data_batch_{k}.bin")), batch(n, k)).unwrap();
             }
             std::fs::write(folder.join("test_batch.bin"), batch(n_test, 0)).unwrap();
+        }
+        "folder" => {
+            // small RGB PNGs of two sizes (a folder data set crops and resizes them)
+            for i in 0..n_train + n_test {
+                let (w, h) = if i % 2 == 0 { (12, 10) } else { (9, 9) };
+                let img = image::RgbImage::from_fn(w, h, |x, y| {
+                    let v = pixel(i, (y * w + x) as usize, i % 10);
+                    image::Rgb([v, v / 2, 255 - v])
+                });
+                img.save(folder.join(format!("img{i:03}.png"))).unwrap();
+            }
         }
         other => panic!("no synthetic data for {other}"),
     }

@@ -1,6 +1,7 @@
 //! The `genflow` command line: parse flags, validate them into a configuration, call the library.
 //!
-//! Every failure is one line on stderr and exit status 1; Ctrl-C during training saves a
+//! Every failure is one line on stderr and exit status 1 (2 for flags the command line does not
+//! take); Ctrl-C during training saves a
 //! checkpoint and exits with status 130; output into a closed pipe (`genflow linalg check | head`)
 //! ends quietly.
 
@@ -66,12 +67,16 @@ enum Command {
         overrides: Vec<String>,
         /// Samples drawn for the sample-quality metrics of image generators (FD, KID,
         /// precision, recall); 0 skips them.
-        #[arg(long, default_value_t = genflow::tasks::quality::DEFAULT_SAMPLES)]
+        #[arg(long, default_value_t = genflow::tasks::quality::DEFAULT_SAMPLES, allow_negative_numbers = true)]
         samples: i64,
         /// A feature-classifier run folder to compute them with, instead of the data set's
         /// cached feature network.
         #[arg(long, value_name = "DIR")]
         features: Option<PathBuf>,
+        /// Fail (exit 1) when an inverse did not converge or a block has Lip(g) >= 1, instead of
+        /// warning.
+        #[arg(long)]
+        strict: bool,
     },
     /// Sample quality of your images against a data set: FD, KID, precision and recall on
     /// genflow's feature network of that data set.
@@ -131,7 +136,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Map your data to the latent space of a trained invertible model (x -> z).
+    /// Map your data to the latent space of a trained invertible model (x -> z), or fit the codes
+    /// of a GLO/GLANN generator to it (with the generator fixed) and report the reconstruction
+    /// error.
     Encode {
         #[arg(long)]
         run: PathBuf,
@@ -207,7 +214,18 @@ fn main() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .init();
-    let code = match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's message, folded onto one line, without the usage block
+            let text = e.to_string();
+            let message = text.split("\n\nUsage:").next().unwrap_or(&text);
+            eprintln!("{} (see genflow --help)", one_line(message));
+            std::process::exit(2);
+        }
+    };
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) if is_closed_pipe(&e) => 0,
         Err(e) => {
@@ -310,6 +328,7 @@ fn run(cli: Cli) -> Result<i32> {
             overrides,
             samples,
             features,
+            strict,
         } => {
             let weights = if live_weights {
                 Weights::Live
@@ -323,6 +342,7 @@ fn run(cli: Cli) -> Result<i32> {
             let options = EvalOptions {
                 samples: Some(samples),
                 feature_net: features,
+                strict,
             };
             let report = run.evaluate_with(&options)?;
             // the run folder keeps the evaluation for its report page, where it can be written
@@ -370,6 +390,7 @@ fn run(cli: Cli) -> Result<i32> {
             temperature,
         } => {
             let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
+            run.check_lipschitz()?;
             let samples = run.sample(n, seed, temperature)?;
             files::write_items(run.data_kind(), &out, &samples, None)?;
             emit(format_args!(
@@ -393,6 +414,21 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Encode { run, input, out } => {
             let run = Run::open(&run, compute.device_or_auto()?, Weights::Averaged)?;
             let x = files::read_items(run.data_kind(), &input)?;
+            if run.task().code_fit().is_some() {
+                let fitted = run.fit_codes(&x)?;
+                files::write_latents(&out, &fitted.z)?;
+                let errors = &fitted.reconstruction_mse;
+                let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+                let worst = errors.iter().copied().fold(0.0, f64::max);
+                emit(format_args!(
+                    "fitted the codes of {} items in {} steps each into {}: reconstruction MSE \
+                     mean {mean:.6}, max {worst:.6}",
+                    errors.len(),
+                    fitted.steps,
+                    out.display()
+                ))?;
+                return Ok(0);
+            }
             let z = run.encode(&x)?;
             files::write_latents(&out, &z)?;
             emit(format_args!(
@@ -445,6 +481,8 @@ fn image_metrics(
         dir: data_dir,
         train_subset: None,
         test_size: None,
+        folder: None,
+        image_size: None,
     };
     let split: genflow::data::Split = split.parse()?;
     let reference = genflow::data::load(data.dataset, split, &data.data_dir())?;
