@@ -10,19 +10,23 @@ Each target's input layout is described at the top of its fuzz_targets/<target>.
 import gzip
 import json
 import pathlib
+import re
 import struct
 import tomllib
 import zlib
 
 FUZZ = pathlib.Path(__file__).resolve().parent
 PRESETS = FUZZ.parent / "presets"
-# genflow::config::PRESETS, in order (the config target's first byte picks one by index).
-PRESET_ORDER = [
-    "iresnet-toy", "iresnet-digits", "iresnet-mnist", "iresnet-mnist-paper",
-    "iresnet-cifar10-paper", "iresnet-classifier-mnist", "features-mnist",
-    "features-fashion-mnist", "iresnet-classifier-cifar10-paper",
-]
-TEXT_MODE = b"\x0f"  # config target: the rest is a TOML document
+# genflow::config::PRESETS, in order (the config target's first byte, mod 32, picks one by index).
+PRESET_ORDER = re.findall(r'^\s*name: "([^"]+)",$',
+                          (FUZZ.parent / "src" / "config.rs").read_text().split("pub const PRESETS")[1]
+                          .split("];")[0], re.M)
+TEXT_MODE = b"\x1f"  # config target: the rest is a TOML document
+
+
+def preset_mode(name):
+    """The config target's first byte that picks preset `name`."""
+    return bytes([PRESET_ORDER.index(name)])
 
 
 def gz(data):
@@ -164,19 +168,22 @@ def user_images_seeds():
             {"x": ("F32", [1, 3, 2, 2], f32(*[i / 11 for i in range(12)]))}),
         "safetensors-out-of-range": b"\x03\x00" + safetensors({"images": ("F32", [1, 1, 2, 2], f32(0, 1, 2, -1))}),
         "folder": b"\x04\x00" + grey2,
+        # Crashes found (tests/fuzz_regressions.rs): no images, as IDX and as safetensors.
+        "idx-no-images": b"\x01\x00" + idx([0, 2, 2], []),
+        "safetensors-no-images": b"\x03\x00" + safetensors({"images": ("U8", [0, 1, 2, 2], b"")}),
     }
 
 
 def config_seeds():
-    # Input: byte (mod 16) < 9: that preset, the rest `--set` overrides one per line; otherwise the
+    # Input: byte (mod 32) < len(PRESETS): that preset, the rest `--set` overrides one per line; otherwise the
     # rest a TOML document, then after a NUL byte overrides one per line.
     return {
-        "toy-set": b"\x00train.steps=5\ndata.density=checkerboard\nmodel.hidden=[8, 8]\noptim.lr=1e-3",
-        "digits-set": b"\x01train.epochs=2\nmodel.scales=[2]\neval.inverse.max_iter=10",
-        "classifier-bad-batch": b"\x05train.batch_size=0",
-        "features-set": b"\x06model.widths=[4]\nmodel.features=8",
-        "set-not-a-table": b"\x00seed.x=1",
-        "set-no-equals": b"\x00train.steps",
+        "toy-set": preset_mode("iresnet-toy") + b"train.steps=5\ndata.density=checkerboard\nmodel.hidden=[8, 8]\noptim.lr=1e-3",
+        "digits-set": preset_mode("iresnet-digits") + b"train.epochs=2\nmodel.scales=[2]\neval.inverse.max_iter=10",
+        "classifier-bad-batch": preset_mode("iresnet-classifier-mnist") + b"train.batch_size=0",
+        "features-set": preset_mode("features-mnist") + b"model.widths=[4]\nmodel.features=8",
+        "set-not-a-table": preset_mode("iresnet-toy") + b"seed.x=1",
+        "set-no-equals": preset_mode("iresnet-toy") + b"train.steps",
         "toy-text": TEXT_MODE + preset("iresnet-toy"),
         "digits-text-and-set": TEXT_MODE + preset("iresnet-digits") + b"\0seed=3\ntrain.ema_decay=0.5",
         "classifier-text": TEXT_MODE + preset("iresnet-classifier-mnist"),
@@ -185,7 +192,21 @@ def config_seeds():
         "unknown-task": TEXT_MODE + b'task = "gan"\n[train]\nsteps = 1\nbatch_size = 1\n',
         "syntax-error": TEXT_MODE + b"[train\nsteps = 1\n",
         "task-not-a-string": TEXT_MODE + b"task = 3\n",
+        "gan-set": preset_mode("gan-toy") + b'train.update="single-loss"\nmodel.z_dim=2\ntrain.steps=1',
+        "gan-text": TEXT_MODE + preset("gan-toy"),
+        "ogan-set": preset_mode("ogan-mnist") + b"train.batch_size=3",
+        "glann-set": preset_mode("glann-mnist") + b"model.n_z=0\nloss.levels=9",
+        "glann-text": TEXT_MODE + preset("glann-mnist"),
     }
+
+
+def dict_entry(word):
+    """A libFuzzer dictionary entry: in quotes; `\\`, `"` and bytes outside printable ASCII escaped
+    (libFuzzer reads only `\\\\`, `\\"` and `\\xAB`)."""
+    def esc(b):
+        c = chr(b)
+        return "\\" + c if c in '\\"' else c if 32 <= b < 127 else f"\\x{b:02X}"
+    return '"' + "".join(esc(b) for b in word.encode()) + '"'
 
 
 def config_dict():
@@ -203,8 +224,9 @@ def config_dict():
         walk(tomllib.loads(preset(name).decode()))
     words.update(["=", "[", "]", "{", "}", ",", "\n", "true", "false", "nan", "inf", "-1", "0",
                   "1e308", "18446744073709551615", "9223372036854775807", "toy-density",
-                  "image-density", "classifier", "feature-classifier", "cifar10", "fashion-mnist"])
-    return "".join(f"{json.dumps(w)}\n" for w in sorted(words))
+                  "image-density", "classifier", "feature-classifier", "toy-gan", "image-gan", "glann",
+                  "cifar10", "fashion-mnist"])
+    return "".join(f"{dict_entry(w)}\n" for w in sorted(words))
 
 
 def checkpoint_seeds():
@@ -226,6 +248,12 @@ def checkpoint_seeds():
         "f16-tensor": safetensors({"h": ("F16", [2], b"\x00\x3c\x00\x40")}, meta),
         "absurd-header-length": b"\xff" * 8 + b"{}",
         "empty-tensor": safetensors({"e": ("U8", [0, 4000000000], b"")}, meta),
+        # Crashes found (tests/fuzz_regressions.rs): dimensions past i64, line breaks in a name and
+        # in metadata.
+        "dim-past-i64": safetensors({"e": ("U8", [2**63, 0], b"")}, meta),
+        "strides-past-i64": safetensors({"e": ("U8", [0, 2**62, 2**62], b"")}, meta),
+        "name-with-line-break": safetensors({"a\nb": ("F16", [1], b"\0\0")}, meta),
+        "format-with-line-break": safetensors(tensors, dict(meta, genflow_format="2\n3")),
     }
 
 

@@ -3,7 +3,7 @@
 //! A configuration that is accepted must also survive `JobConfig::to_toml` and read back the same,
 //! since that is what a checkpoint stores.
 //!
-//! Input: when the first byte (mod 16) names a preset (its index in `genflow::config::PRESETS`),
+//! Input: when the first byte (mod 32) names a preset (its index in `genflow::config::PRESETS`),
 //! the preset's text with the rest of the input as `--set` overrides, one per line; otherwise the
 //! rest is a TOML document, then (after the first NUL byte, if any) overrides, one per line.
 #![no_main]
@@ -22,7 +22,7 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
     let Ok(rest) = std::str::from_utf8(rest) else {
         return;
     };
-    let (doc, overrides) = match PRESETS.get(usize::from(mode % 16)) {
+    let (doc, overrides) = match PRESETS.get(usize::from(mode % 32)) {
         Some(preset) => (
             ConfigDocument::parse(&format!("preset {}", preset.name), preset.toml),
             rest,

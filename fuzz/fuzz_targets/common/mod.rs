@@ -1,5 +1,7 @@
 //! What every target shares: a scratch folder for the readers that take paths, and the property
 //! every reader must have on bad input.
+// Each target uses what it needs of this module.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
