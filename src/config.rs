@@ -62,6 +62,11 @@ pub const PRESETS: &[Preset] = &[
         toml: include_str!("../presets/iresnet-classifier-mnist.toml"),
     },
     Preset {
+        name: "iresnet-classifier-cifar10-paper",
+        summary: "the official i-ResNet CIFAR-10 classifier (7-7-7, 32-64-128, SGD 0.1), for GPUs",
+        toml: include_str!("../presets/iresnet-classifier-cifar10-paper.toml"),
+    },
+    Preset {
         name: "gan-toy",
         summary: "GAN of MLPs on 8gaussians, alternating update (or --set train.update=\"single-loss\")",
         toml: include_str!("../presets/gan-toy.toml"),
@@ -100,11 +105,6 @@ pub const PRESETS: &[Preset] = &[
         name: "features-fashion-mnist",
         summary: "the feature network of the sample-quality metrics on Fashion-MNIST",
         toml: include_str!("../presets/features-fashion-mnist.toml"),
-    },
-    Preset {
-        name: "iresnet-classifier-cifar10-paper",
-        summary: "the official i-ResNet CIFAR-10 classifier (7-7-7, 32-64-128, SGD 0.1), for GPUs",
-        toml: include_str!("../presets/iresnet-classifier-cifar10-paper.toml"),
     },
     Preset {
         name: "glann-mnist",

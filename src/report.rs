@@ -116,14 +116,19 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A metric's value for a table cell (numbers to 6 significant digits).
+/// A metric's value for a table cell: whole numbers as integers, other numbers to 6 decimals, or
+/// in scientific notation with 6 significant digits when that would hide them (below 1e-3 or from
+/// 1e7 on); a missing value as a dash.
 fn cell(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::Number(n) => match (n.as_i64(), n.as_f64()) {
             (Some(i), _) => i.to_string(),
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e7 => format!("{f:.0}"),
+            (None, Some(f)) if !(1e-3..1e7).contains(&f.abs()) => format!("{f:.5e}"),
             (None, Some(f)) => format!("{f:.6}"),
             _ => n.to_string(),
         },
+        serde_json::Value::Null => "-".into(),
         serde_json::Value::String(s) => escape(s),
         other => escape(&other.to_string()),
     }
@@ -258,4 +263,22 @@ pub fn write_comparison(dirs: &[PathBuf], out: &Path) -> Result<()> {
     }
     body.push_str("</tr></table>\n");
     crate::fs::write_atomic(out, page("genflow runs compared", &body).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+    use serde_json::json;
+
+    #[test]
+    fn cells_keep_small_and_large_numbers_readable() {
+        assert_eq!(cell(&json!(11256)), "11256");
+        assert_eq!(cell(&json!(30.019387629)), "30.019388");
+        assert_eq!(cell(&json!(0.0)), "0");
+        assert_eq!(cell(&json!(28187.0)), "28187");
+        assert_eq!(cell(&json!(1.5609374e-7)), "1.56094e-7");
+        assert_eq!(cell(&json!(2.5e9)), "2.50000e9");
+        assert_eq!(cell(&json!(null)), "-");
+        assert_eq!(cell(&json!("a<b")), "a&lt;b");
+    }
 }

@@ -129,7 +129,17 @@ fn eval_adds_sample_quality_on_a_cached_feature_network() {
     let tmp = tempfile::tempdir().unwrap();
     common::write_digits(tmp.path());
     let dir = density_run(tmp.path(), "density", "train.steps=4");
+    // what an interrupted first training leaves: a half-written partial folder (and, from older
+    // versions, a cache folder without a checkpoint); neither blocks nor stands in for the network
+    let partial = tmp.path().join("digits/feature-net.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("checkpoint.safetensors"), b"half").unwrap();
+    std::fs::create_dir_all(tmp.path().join("digits/feature-net")).unwrap();
     let report = json(run(&["eval", "--run", &dir, "--json", "--samples", "64"]));
+    assert!(
+        !partial.exists(),
+        "the partial training was moved into place"
+    );
     for key in ["fd", "kid_mean", "kid_std", "precision", "recall"] {
         assert!(
             report[key].as_f64().is_some_and(f64::is_finite),

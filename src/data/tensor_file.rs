@@ -126,13 +126,29 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, St
     let mut tensors = BTreeMap::new();
     let mut buffers = Vec::new();
     for (name, view) in st.tensors() {
+        // Names come from the file: quoted, so that one holding a line break keeps the error on
+        // one line.
         let kind = kind_of(view.dtype()).ok_or_else(|| {
             Error::file(
                 path,
-                format!("tensor {name} has unsupported dtype {:?}", view.dtype()),
+                format!("tensor {name:?} has unsupported dtype {:?}", view.dtype()),
             )
         })?;
+        // The file's bytes bound the product of its dimensions, not the dimensions themselves when
+        // one is 0: each, and the product of those not 0 (libtorch's strides), must fit an i64.
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let fits = view.shape().iter().try_fold(1i64, |acc, &d| {
+            acc.checked_mul(i64::try_from(d.max(1)).ok()?)
+        });
+        if fits.is_none() {
+            return Err(Error::file(
+                path,
+                format!(
+                    "tensor {name:?} has shape {:?}, too large for a tensor",
+                    view.shape()
+                ),
+            ));
+        }
         tensors.insert(
             name.clone(),
             Tensor::f_from_data_size(view.data(), &shape, kind)?,

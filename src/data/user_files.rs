@@ -222,6 +222,9 @@ fn intensities(path: &Path, images: Tensor, shape: [i64; 3]) -> Result<Tensor> {
             ),
         ));
     }
+    if images.numel() == 0 {
+        return Err(Error::file(path, "holds no images"));
+    }
     let images = if images.kind() == Kind::Uint8 {
         images.to_kind(Kind::Float) / 255.0
     } else {

@@ -53,6 +53,24 @@ use serde::Serialize;
 use std::path::Path;
 use tch::{nn::VarStore, Device, Tensor};
 
+/// Points `[n, dim]` as `kind` (the model's floating-point type) on `device`, or an error naming
+/// `model` and the expected shape.
+fn checked_points(
+    x: &Tensor,
+    dim: i64,
+    kind: tch::Kind,
+    device: Device,
+    model: &str,
+) -> Result<Tensor> {
+    let size = x.size();
+    if size.len() != 2 || size[1] != dim {
+        return Err(Error::shape(format!(
+            "{model} takes points [n, {dim}], got shape {size:?}"
+        )));
+    }
+    Ok(x.to_kind(kind).to_device(device))
+}
+
 /// What kind of data a task's model reads and writes, as exchanged with files and the library:
 /// vectors `[n, dim]`, or images `[n, C, H, W]` as intensities in `[0, 1]` (8-bit pixels / 255),
 /// which each image task maps to its model's own input.

@@ -86,6 +86,9 @@ impl FeatureNetwork {
             .join(data.dataset.as_str())
             .join(FEATURE_NET_DIR);
         if !dir.join(CHECKPOINT_FILE).exists() {
+            // trained beside the cache and moved in once finished: an interrupted training never
+            // leaves a half-trained network where the metrics would take it for the real one
+            let partial = dir.with_extension("partial");
             let job = feature_job(data)?;
             tracing::info!(
                 "training the {} feature network once, into {} (the metrics reuse it)",
@@ -97,7 +100,11 @@ impl FeatureNetwork {
                 device: Some(device),
                 ..Default::default()
             };
-            super::train(&job, &dir, &options)?;
+            super::train(&job, &partial, &options)?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|e| Error::file(&dir, e.to_string()))?;
+            }
+            std::fs::rename(&partial, &dir).map_err(|e| Error::file(&dir, e.to_string()))?;
         }
         Self::open(&dir, device)
     }

@@ -178,13 +178,7 @@ impl ToyDensityTask {
 
     /// Points `[n, 2]` in the model's dtype on its device, or an error naming the expected shape.
     fn points(&self, x: &Tensor) -> Result<Tensor> {
-        let size = x.size();
-        if size.len() != 2 || size[1] != DIM {
-            return Err(Error::shape(format!(
-                "a toy-density model takes points [n, {DIM}], got shape {size:?}"
-            )));
-        }
-        Ok(x.to_kind(self.kind).to_device(self.device))
+        super::checked_points(x, DIM, self.kind, self.device, "a toy-density model")
     }
 }
 

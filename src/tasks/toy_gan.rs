@@ -149,13 +149,8 @@ impl ToyGanTask {
     /// Points `[n, 2]` in the model's floating-point type on its device, or an error naming the
     /// expected shape.
     fn points(&self, x: &Tensor) -> Result<Tensor> {
-        let size = x.size();
-        if size.len() != 2 || size[1] != DIM {
-            return Err(Error::shape(format!(
-                "a toy GAN takes points [n, {DIM}], got shape {size:?}"
-            )));
-        }
-        Ok(x.to_kind(self.gan.generator.kind()).to_device(self.device))
+        let kind = self.gan.generator.kind();
+        super::checked_points(x, DIM, kind, self.device, "a toy GAN")
     }
 }
 

@@ -74,7 +74,7 @@ pub fn load(path: &Path) -> Result<(BTreeMap<String, Tensor>, CheckpointMeta)> {
         None => 1,
         Some(f) => f
             .parse()
-            .map_err(|_| Error::file(path, format!("unreadable genflow_format metadata '{f}'")))?,
+            .map_err(|_| Error::file(path, format!("unreadable genflow_format metadata {f:?}")))?,
     };
     if config_format > CONFIG_FORMAT {
         return Err(Error::file(
@@ -116,7 +116,7 @@ pub fn restore_vars(
         return Err(Error::file(
             path,
             format!(
-                "holds '{name}', which the model built from its configuration lacks: the checkpoint \
+                "holds {name:?}, which the model built from its configuration lacks: the checkpoint \
                  and its stored configuration disagree"
             ),
         ));

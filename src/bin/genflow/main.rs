@@ -51,8 +51,11 @@ enum Command {
         #[arg(long)]
         print_groups: bool,
     },
-    /// Evaluate a trained run (test likelihood or accuracy, inversion, Lipschitz constants).
+    /// Evaluate a trained run: test likelihood or accuracy, the inverse and Lipschitz constants of
+    /// flows, sample quality (FD, KID, precision, recall) of generators; writes eval.json and
+    /// report.html into the run folder.
     Eval {
+        /// The run folder (written by `genflow train --out`).
         #[arg(long)]
         run: PathBuf,
         /// Print one JSON object.
@@ -111,6 +114,7 @@ enum Command {
     },
     /// Draw samples from a trained run into a PNG, CSV (points), IDX or .safetensors file.
     Sample {
+        /// The run folder (written by `genflow train --out`).
         #[arg(long)]
         run: PathBuf,
         /// How many [default: 64 images, 10000 points].
@@ -127,6 +131,7 @@ enum Command {
     },
     /// Per-item log-likelihood (and bits/dim for images) of your data under a trained density.
     LogProb {
+        /// The run folder (written by `genflow train --out`).
         #[arg(long)]
         run: PathBuf,
         /// Points (.csv) or images (.png, a folder of PNGs, IDX, .safetensors).
@@ -140,6 +145,7 @@ enum Command {
     /// of a GLO/GLANN generator to it (with the generator fixed) and report the reconstruction
     /// error.
     Encode {
+        /// The run folder (written by `genflow train --out`).
         #[arg(long)]
         run: PathBuf,
         /// Points (.csv) or images (.png, a folder of PNGs, IDX, .safetensors).
@@ -151,6 +157,7 @@ enum Command {
     },
     /// Map latents back to data with the fixed-point inverse (z -> x), reporting its convergence.
     Decode {
+        /// The run folder (written by `genflow train --out`).
         #[arg(long)]
         run: PathBuf,
         /// Latents: .csv or .safetensors (tensor `z`).
