@@ -31,6 +31,7 @@
 //! ```
 
 mod classification;
+mod evaluate;
 pub mod files;
 mod image_epochs;
 mod job;
@@ -38,10 +39,11 @@ pub mod quality;
 mod report;
 mod run;
 
+pub use evaluate::EvalOptions;
 pub use features::ImageFeatures;
 pub use job::JobConfig;
 pub use report::InvertibilityReport;
-pub use run::{resume, train, EvalOptions, Run, TrainOptions};
+pub use run::{resume, train, Run, TrainOptions};
 
 use crate::config::RunConfig;
 use crate::data::ImageDataConfig;
