@@ -53,7 +53,7 @@ pub fn run_workload(workload: Workload, config: &BenchConfig) -> Result<Vec<Work
 /// One optimiser update: clears the gradients, backpropagates `loss` and steps.
 ///
 /// This is the only place the benchmarks touch the optimiser, so swapping in genflow's own
-/// (`crate::optim`) changes this function and [`new_optimizer`] only.
+/// (`crate::optim`) changes this function and `new_optimizer` only.
 pub fn adam_step(opt: &mut tch::nn::Optimizer, loss: &Tensor) -> Result<()> {
     opt.zero_grad();
     loss.f_backward()?;

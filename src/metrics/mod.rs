@@ -9,9 +9,9 @@
 //!
 //! * [`frechet`]: the Frechet distance of Heusel et al. (2017) by a symmetric eigen formulation that
 //!   stays right for rank-deficient covariances, with reusable [`FeatureStats`];
-//! * [`kid`]: the kernel inception distance of Binkowski et al. (2018), unbiased `MMD^2` with the
+//! * [`kid()`]: the kernel inception distance of Binkowski et al. (2018), unbiased `MMD^2` with the
 //!   cubic polynomial kernel on random subsets;
-//! * [`precision_recall`]: precision and recall with `k`-nearest-neighbour manifolds of
+//! * [`precision_recall()`]: precision and recall with `k`-nearest-neighbour manifolds of
 //!   Kynkaanniemi et al. (2019), `k = 3`;
 //! * [`toy_modes`]: modes covered and share of high-quality samples on `8gaussians`;
 //! * [`reconstruction`]: per-item reconstruction MSE and label agreement.

@@ -400,8 +400,8 @@ impl SpectralLinear {
 
     /// Makes the stored vectors exact before evaluation: the top singular vectors from an SVD for
     /// dense and 1x1 maps (so `sigma = <u, W v>` is the true spectral norm and `|W_hat|_2 <= c`
-    /// holds exactly), and from [`SpectralLinear::top_singular_pair`] on the operator for kxk convs
-    /// (whose largest singular values come in near-degenerate clusters, where plain power iteration
+    /// holds exactly), and from a subspace iteration with Rayleigh-Ritz on the operator for kxk
+    /// convs (whose largest singular values come in near-degenerate clusters, where plain power iteration
     /// stops short of the top one and leaves `|W_hat|_2 > c`). Returns the iterations used.
     pub fn certify(&self, tol: f64, max_iter: usize) -> usize {
         if !self.geometry.matrix_power_iteration() {
@@ -468,7 +468,7 @@ impl SpectralLinear {
     }
 
     /// The largest singular value of the *normalised* map (evaluation weights) computed exactly:
-    /// SVD of the matrix for dense and 1x1 maps, [`SpectralLinear::top_singular_pair`] to
+    /// SVD of the matrix for dense and 1x1 maps, a subspace iteration with Rayleigh-Ritz to
     /// convergence (1e-12) on the operator for kxk convs. This is the layer's Lipschitz constant.
     pub fn exact_operator_norm(&self) -> Result<f64> {
         let w_hat = tch::no_grad(|| self.normalized_weight(false)).to_kind(Kind::Double);

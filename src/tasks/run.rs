@@ -37,7 +37,7 @@ pub struct TrainOptions {
     pub force: bool,
     /// The device; `None`: the job's `device` setting, else CUDA when present.
     pub device: Option<Device>,
-    /// Train data-parallel as one rank of this group (see the [module docs](self)); `None`: one
+    /// Train data-parallel as one rank of this group (see [`crate::distributed::data_parallel`]); `None`: one
     /// process. `genflow train` takes it from the environment
     /// ([`GroupConfig::from_env_if_set`]).
     pub distributed: Option<GroupConfig>,
