@@ -17,8 +17,16 @@ fn fixture(name: &str) -> std::path::PathBuf {
         .join(name)
 }
 
-/// `genflow eval --json` of a fixture run, with extra arguments.
+/// `genflow eval --json` of a copy of a fixture run (eval writes its report into the run folder,
+/// which must not be the repository's), with extra arguments.
 fn eval(task: &str, extra: &[&str]) -> serde_json::Value {
+    let copy = tempfile::tempdir().unwrap();
+    let run = copy.path().join(task);
+    std::fs::create_dir(&run).unwrap();
+    for entry in std::fs::read_dir(fixture(task)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, run.join(path.file_name().unwrap())).unwrap();
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_genflow"))
         .args([
             "--device",
@@ -29,7 +37,7 @@ fn eval(task: &str, extra: &[&str]) -> serde_json::Value {
             "--json",
             "--run",
         ])
-        .arg(fixture(task))
+        .arg(&run)
         .args(extra)
         .output()
         .unwrap();
