@@ -4,35 +4,9 @@
 //! folder, and bad input as one-line errors naming the file or setting.
 mod common;
 
-use common::write_synthetic_data;
+use common::{error_line, genflow, ok, write_synthetic_data};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn genflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genflow"))
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .output()
-        .expect("run genflow")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The one-line error of a failing command.
-fn error_line(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "error should be one line: {err}");
-    err
-}
+use std::process::Output;
 
 fn train(config: &str, out: &Path, sets: &[String], extra: &[&str]) -> Output {
     let mut args = vec!["train", "--config", config, "--out", out.to_str().unwrap()];

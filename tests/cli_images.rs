@@ -2,26 +2,9 @@
 //! with resume and evaluation, sampling, and classifier training.
 mod common;
 
-use common::write_digits;
+use common::{genflow, ok, write_digits};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn genflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genflow"))
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .output()
-        .expect("run genflow")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use std::process::Command;
 
 #[test]
 fn image_density_and_classifier_runs() {

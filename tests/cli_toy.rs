@@ -1,32 +1,9 @@
 //! The CLI contract of `genflow train / eval / sample / presets` on tiny toy runs.
+mod common;
+
+use common::{error_line, genflow, ok};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn genflow(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genflow"))
-        .args(["--device", "cpu"])
-        .args(args)
-        .output()
-        .expect("run genflow")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The one-line error of a failing command.
-fn error_line(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "error should be one line: {err}");
-    err
-}
+use std::process::Output;
 
 const TINY: &[&str] = &[
     "--set",
