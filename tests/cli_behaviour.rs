@@ -3,6 +3,9 @@
 //! flags go before or after the subcommand, configuration errors say file, line and column, a
 //! closed pipe ends quietly, logs follow `RUST_LOG` and carry no colour codes off a terminal,
 //! and sampling takes its defaults from the task.
+mod common;
+
+use common::{error_line, genflow as run, ok};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -11,31 +14,6 @@ fn genflow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_genflow"));
     cmd.env("OMP_NUM_THREADS", "1");
     cmd
-}
-
-fn run(args: &[&str]) -> Output {
-    genflow()
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The one-line error of a failing command.
-fn error_line(out: Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert_eq!(err.lines().count(), 1, "error should be one line: {err}");
-    err
 }
 
 /// The error of a training that started (its log lines come first) and then failed: one line.
@@ -85,9 +63,9 @@ fn metrics(dir: &Path) -> Vec<serde_json::Value> {
 fn an_existing_run_is_refused_and_force_starts_over() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    ok(train_toy(&dir, 6, &[]));
+    ok(&train_toy(&dir, 6, &[]));
     let checkpoint = std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
-    let err = error_line(train_toy(&dir, 3, &[]));
+    let err = error_line(&train_toy(&dir, 3, &[]));
     assert!(
         err.contains("already holds a run") && err.contains("--force"),
         "{err}"
@@ -100,7 +78,7 @@ fn an_existing_run_is_refused_and_force_starts_over() {
 
     // a file of the user's own in the folder is left alone
     std::fs::write(dir.join("notes.txt"), "mine").unwrap();
-    ok(train_toy(
+    ok(&train_toy(
         &dir,
         3,
         &["--force", "--set", "data.density=checkerboard"],
@@ -121,9 +99,13 @@ fn an_existing_run_is_refused_and_force_starts_over() {
     );
 
     // resuming a finished run, or with another model, is refused with the reason
-    let err = error_line(run(&["train", "--out", dir.to_str().unwrap(), "--resume"]));
+    let err = error_line(&run(&["train", "--out", dir.to_str().unwrap(), "--resume"]));
     assert!(err.contains("already finished"), "{err}");
-    let err = error_line(train_toy(&dir, 3, &["--resume", "--set", "model.blocks=3"]));
+    let err = error_line(&train_toy(
+        &dir,
+        3,
+        &["--resume", "--set", "model.blocks=3"],
+    ));
     assert!(
         err.contains("data.density"),
         "the run is checkerboard: {err}"
@@ -135,13 +117,13 @@ fn an_existing_run_is_refused_and_force_starts_over() {
         "--set",
         "model.blocks=3",
     ];
-    let err = error_line(train_toy(&dir, 3, &other_model));
+    let err = error_line(&train_toy(&dir, 3, &other_model));
     assert!(
         err.contains("model.blocks") && err.contains("run: 2"),
         "{err}"
     );
     // a longer run is another run when the schedule follows the run's length
-    let err = error_line(train_toy(&dir, 9, &["--resume"]));
+    let err = error_line(&train_toy(&dir, 9, &["--resume"]));
     assert!(err.contains("learning-rate schedule"), "{err}");
 }
 
@@ -225,7 +207,7 @@ fn a_spent_time_budget_says_so() {
     let dir = tmp.path().join("run");
     let out = train_toy(&dir, 100_000, &["--set", "train.max_minutes=0.0001"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    ok(out);
+    ok(&out);
     assert!(stderr.contains("time budget"), "{stderr}");
     let last = metrics(&dir).pop().unwrap();
     assert_eq!(last["event"], "time_budget_spent", "{last}");
@@ -237,16 +219,16 @@ fn global_flags_go_before_or_after_the_subcommand() {
         .args(["presets", "--threads", "1", "--device", "cpu"])
         .output()
         .unwrap();
-    assert!(ok(out).contains("iresnet-toy"));
+    assert!(ok(&out).contains("iresnet-toy"));
     let err = error_line(
-        genflow()
+        &genflow()
             .args(["presets", "--threads", "0"])
             .output()
             .unwrap(),
     );
     assert!(err.contains("--threads"), "{err}");
     let err = error_line(
-        genflow()
+        &genflow()
             .args(["presets", "--device", "tpu"])
             .output()
             .unwrap(),
@@ -265,7 +247,7 @@ fn toml_errors_name_file_line_and_column() {
     .unwrap();
     let out_dir = tmp.path().join("run");
     let f = file.to_str().unwrap();
-    let err = error_line(run(&[
+    let err = error_line(&run(&[
         "train",
         "--config",
         f,
@@ -279,7 +261,7 @@ fn toml_errors_name_file_line_and_column() {
     assert!(err.contains("expected usize"), "{err}");
 
     std::fs::write(&file, "task = \"toy-density\"\n[data\n").unwrap();
-    let err = error_line(run(&[
+    let err = error_line(&run(&[
         "train",
         "--config",
         f,
@@ -289,7 +271,7 @@ fn toml_errors_name_file_line_and_column() {
     assert!(err.contains(&format!("{f}:2:")), "{err}");
 
     // an override names the key and the expected type
-    let err = error_line(train_toy(&out_dir, 3, &["--set", "train.batch_size=big"]));
+    let err = error_line(&train_toy(&out_dir, 3, &["--set", "train.batch_size=big"]));
     assert!(
         err.contains("--set train.batch_size=big") && err.contains("expected i64"),
         "{err}"
@@ -337,11 +319,11 @@ fn logs_follow_rust_log_and_carry_no_colour_off_a_terminal() {
 fn samples_take_their_defaults_from_the_task_and_check_their_arguments() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    ok(train_toy(&dir, 5, &[]));
+    ok(&train_toy(&dir, 5, &[]));
     let d = dir.to_str().unwrap();
     let csv = tmp.path().join("s.csv");
     let c = csv.to_str().unwrap();
-    ok(run(&["sample", "--run", d, "--out", c]));
+    ok(&run(&["sample", "--run", d, "--out", c]));
     let rows = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count() - 1;
     assert_eq!(
         rows(&csv),
@@ -349,7 +331,7 @@ fn samples_take_their_defaults_from_the_task_and_check_their_arguments() {
         "a 2-D run draws 10000 points by default"
     );
     let first = std::fs::read_to_string(&csv).unwrap();
-    ok(run(&[
+    ok(&run(&[
         "sample", "--run", d, "--out", c, "-n", "50", "--seed", "7",
     ]));
     assert_eq!(rows(&csv), 50);
@@ -360,7 +342,7 @@ fn samples_take_their_defaults_from_the_task_and_check_their_arguments() {
         "--seed changes the draw"
     );
     // at temperature 0 every sample is f^{-1}(0)
-    ok(run(&[
+    ok(&run(&[
         "sample",
         "--run",
         d,
@@ -381,10 +363,10 @@ fn samples_take_their_defaults_from_the_task_and_check_their_arguments() {
     let same = |p: &Vec<f64>| p.iter().zip(&points[0]).all(|(a, b)| (a - b).abs() < 1e-5);
     assert!(points.len() == 5 && points.iter().all(same), "{text}");
     for n in ["0", "-1"] {
-        let err = error_line(run(&["sample", "--run", d, "--out", c, "-n", n]));
+        let err = error_line(&run(&["sample", "--run", d, "--out", c, "-n", n]));
         assert!(err.contains("at least 1"), "{err}");
     }
-    let err = error_line(run(&[
+    let err = error_line(&run(&[
         "sample",
         "--run",
         d,
@@ -400,10 +382,10 @@ fn samples_take_their_defaults_from_the_task_and_check_their_arguments() {
 fn an_inverse_that_did_not_converge_is_reported_and_strict_makes_it_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    ok(train_toy(&dir, 5, &[]));
+    ok(&train_toy(&dir, 5, &[]));
     let d = dir.to_str().unwrap();
     let converged: serde_json::Value =
-        serde_json::from_str(&ok(run(&["eval", "--run", d, "--json"]))).unwrap();
+        serde_json::from_str(&ok(&run(&["eval", "--run", d, "--json"]))).unwrap();
     assert_eq!(converged["inverse_converged"], true, "{converged}");
     assert_eq!(converged["inverse_unconverged_points"], 0);
     // one fixed-point iteration cannot reach the tolerance
@@ -416,7 +398,7 @@ fn an_inverse_that_did_not_converge_is_reported_and_strict_makes_it_an_error() {
         "eval.inverse.max_iter=1",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report: serde_json::Value = serde_json::from_str(&ok(out)).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
     assert_eq!(report["inverse_converged"], false, "{report}");
     let points = report["inverse_unconverged_points"].as_u64().unwrap();
     assert!(points > 0 && points <= 64, "{report}");
@@ -429,7 +411,7 @@ fn an_inverse_that_did_not_converge_is_reported_and_strict_makes_it_an_error() {
         "--set",
         "eval.inverse.max_iter=1",
     ];
-    let err = error_line(run(&strict));
+    let err = error_line(&run(&strict));
     assert!(err.contains("did not converge"), "{err}");
 }
 

@@ -2,30 +2,13 @@
 //! and images (PNG, IDX, `.safetensors`), checked against `genflow eval` and against each other.
 mod common;
 
+use common::{genflow as run, ok};
+
 use genflow::data::tensor_file;
 use genflow::data::toy::ToyDensity;
 use genflow::seeds::{derived_seed, Stream};
 use std::path::Path;
-use std::process::{Command, Output};
 use tch::{Kind, Tensor};
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genflow"))
-        .env("OMP_NUM_THREADS", "1")
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The columns of a CSV file with a header, by name.
 fn csv_columns(path: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
@@ -47,7 +30,7 @@ fn csv_columns(path: &Path) -> std::collections::BTreeMap<String, Vec<f64>> {
 fn eval(dir: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["eval", "--run", dir, "--json", "--samples", "0"];
     args.extend(extra);
-    serde_json::from_str(&ok(run(&args))).unwrap()
+    serde_json::from_str(&ok(&run(&args))).unwrap()
 }
 
 #[test]
@@ -55,7 +38,7 @@ fn toy_log_prob_encode_and_decode() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
     let d = dir.to_str().unwrap();
-    ok(run(&[
+    ok(&run(&[
         "train",
         "--config",
         "iresnet-toy",
@@ -97,7 +80,7 @@ fn toy_log_prob_encode_and_decode() {
     genflow::data::user_files::write_csv(&input, &["x".into(), "y".into()], &rows).unwrap();
 
     let out = tmp.path().join("log_prob.csv");
-    ok(run(&[
+    ok(&run(&[
         "log-prob",
         "--run",
         d,
@@ -116,7 +99,7 @@ fn toy_log_prob_encode_and_decode() {
     );
 
     let z = tmp.path().join("z.csv");
-    ok(run(&[
+    ok(&run(&[
         "encode",
         "--run",
         d,
@@ -126,7 +109,7 @@ fn toy_log_prob_encode_and_decode() {
         z.to_str().unwrap(),
     ]));
     let back = tmp.path().join("back.csv");
-    let said = ok(run(&[
+    let said = ok(&run(&[
         "decode",
         "--run",
         d,
@@ -154,7 +137,7 @@ fn image_runs(tmp: &Path) -> (String, String) {
     let data = format!("data.dir=\"{}\"", tmp.display());
     let density = tmp.join("density").display().to_string();
     let classifier = tmp.join("classifier").display().to_string();
-    ok(run(&[
+    ok(&run(&[
         "train",
         "--config",
         "iresnet-digits",
@@ -171,7 +154,7 @@ fn image_runs(tmp: &Path) -> (String, String) {
         "--set",
         "train.batch_size=32",
     ]));
-    ok(run(&[
+    ok(&run(&[
         "train",
         "--config",
         "iresnet-classifier-mnist",
@@ -223,7 +206,7 @@ fn image_log_prob_encode_and_decode() {
 
     // bits/dim per image at the midpoint: their mean is eval's midpoint bits/dim
     let out = tmp.path().join("bpd.csv");
-    ok(run(&[
+    ok(&run(&[
         "log-prob",
         "--run",
         &density,
@@ -250,7 +233,7 @@ fn image_log_prob_encode_and_decode() {
     for (run_dir, tol) in [(&density, 1e-4), (&classifier, 1e-3)] {
         let z = tmp.path().join("z.safetensors");
         let back = tmp.path().join("back.safetensors");
-        ok(run(&[
+        ok(&run(&[
             "encode",
             "--run",
             run_dir,
@@ -259,7 +242,7 @@ fn image_log_prob_encode_and_decode() {
             "--out",
             z.to_str().unwrap(),
         ]));
-        ok(run(&[
+        ok(&run(&[
             "decode",
             "--run",
             run_dir,
@@ -276,7 +259,7 @@ fn image_log_prob_encode_and_decode() {
 
     // PNG grids and IDX files are read back as images
     let png = tmp.path().join("samples.png");
-    ok(run(&[
+    ok(&run(&[
         "sample",
         "--run",
         &density,
@@ -286,7 +269,7 @@ fn image_log_prob_encode_and_decode() {
         png.to_str().unwrap(),
     ]));
     let z = tmp.path().join("z.csv");
-    ok(run(&[
+    ok(&run(&[
         "encode",
         "--run",
         &density,

@@ -4,37 +4,21 @@
 //! pictures, and load in a real browser (headless Chromium, when installed: `.ci/run` installs it).
 mod common;
 
+use common::{genflow as run, ok};
+
 use genflow::data::tensor_file;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_genflow"))
-        .env("OMP_NUM_THREADS", "1")
-        .args(["--device", "cpu", "--threads", "1"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn json(out: Output) -> serde_json::Value {
-    serde_json::from_str(&ok(out)).unwrap()
+    serde_json::from_str(&ok(&out)).unwrap()
 }
 
 /// A tiny image density run on the stripe digits in `tmp/name`.
 fn density_run(tmp: &Path, name: &str, steps: &str) -> String {
     let dir = tmp.join(name).display().to_string();
     let data = format!("data.dir=\"{}\"", tmp.display());
-    ok(run(&[
+    ok(&run(&[
         "train",
         "--config",
         "iresnet-digits",
@@ -177,7 +161,7 @@ fn eval_adds_sample_quality_on_a_cached_feature_network() {
     // two runs side by side
     let other = density_run(tmp.path(), "other", "train.steps=2");
     let compare = tmp.path().join("compare.html");
-    ok(run(&[
+    ok(&run(&[
         "report",
         "--compare",
         &dir,

@@ -6,26 +6,19 @@
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tch::Tensor;
 
 mod common;
+
+use common::ok;
 
 fn genflow() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_genflow"));
     cmd.env("OMP_NUM_THREADS", "1")
         .args(["--device", "cpu", "--threads", "1"]);
     cmd
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "genflow failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `train` arguments of a tiny toy run of `steps` steps into `dir`, checkpointing every step.
@@ -84,7 +77,7 @@ fn a_run_killed_at_random_moments_always_resumes_and_finishes_bit_for_bit() {
     const STEPS: u64 = 400;
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
-    ok(genflow().args(toy(&straight, STEPS)).output().unwrap());
+    ok(&genflow().args(toy(&straight, STEPS)).output().unwrap());
 
     let run = tmp.path().join("killed");
     let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
@@ -137,7 +130,7 @@ fn a_run_killed_at_random_moments_always_resumes_and_finishes_bit_for_bit() {
     );
     let mut args = toy(&run, STEPS);
     args.push("--resume".into());
-    ok(genflow().args(&args).output().unwrap());
+    ok(&genflow().args(&args).output().unwrap());
     let (a, meta) = checkpoint(&straight);
     let (b, meta_b) = checkpoint(&run);
     assert_eq!((meta.step, meta_b.step), (STEPS, STEPS));
@@ -173,7 +166,7 @@ fn an_image_flow_with_a_moving_average_and_roulette_resumes_exactly() {
             args.extend(["--set", s]);
         }
         args.extend_from_slice(extra);
-        ok(genflow().args(&args).output().unwrap());
+        ok(&genflow().args(&args).output().unwrap());
     };
     let (straight, split) = (tmp.path().join("straight"), tmp.path().join("split"));
     train(&straight, "train.steps=6", &[]);
@@ -205,7 +198,7 @@ fn eval_error(dir: &Path) -> String {
 fn damaged_truncated_foreign_and_mismatched_checkpoints_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    ok(genflow().args(toy(&dir, 3)).output().unwrap());
+    ok(&genflow().args(toy(&dir, 3)).output().unwrap());
     let path = dir.join("checkpoint.safetensors");
     let good = std::fs::read(&path).unwrap();
 
@@ -234,7 +227,7 @@ fn damaged_truncated_foreign_and_mismatched_checkpoints_are_refused() {
     let other = tmp.path().join("bigger");
     let mut args = toy(&other, 2);
     args.extend(["--set".into(), "model.blocks=3".into()]);
-    ok(genflow().args(&args).output().unwrap());
+    ok(&genflow().args(&args).output().unwrap());
     let (tensors, _) =
         genflow::data::tensor_file::load(&other.join("checkpoint.safetensors")).unwrap();
     let (_, metadata) = genflow::data::tensor_file::load(&{
@@ -252,7 +245,7 @@ fn damaged_truncated_foreign_and_mismatched_checkpoints_are_refused() {
 fn a_failed_checkpoint_write_stops_training_and_keeps_the_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    ok(genflow().args(toy(&dir, 3)).output().unwrap());
+    ok(&genflow().args(toy(&dir, 3)).output().unwrap());
     let (before, meta) = checkpoint(&dir);
     // a file-size limit of 4 KiB (with SIGXFSZ ignored, so the write fails with EFBIG) stands in
     // for a full disk: the next checkpoint cannot be written

@@ -167,6 +167,7 @@ pub fn write_digits(dir: &std::path::Path) {
 /// Runs the genflow binary on the CPU with one thread.
 pub fn genflow(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_genflow"))
+        .env("OMP_NUM_THREADS", "1")
         .args(["--device", "cpu", "--threads", "1"])
         .args(args)
         .output()
