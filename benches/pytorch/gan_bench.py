@@ -23,8 +23,6 @@ that ``benches/compare`` can divide one by the other.
 import argparse
 import json
 import os
-import resource
-import statistics
 import sys
 import time
 import tomllib
@@ -35,6 +33,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+
+from bench_report import peak_rss_mb, print_table, summary  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKLOADS = {"gan-step": "gan-mnist", "ogan-step": "ogan-mnist"}
@@ -216,10 +216,6 @@ class GanStep:
         return logged
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def timed(fn, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -238,14 +234,7 @@ def run(name, args):
     for _ in range(args.warmup):
         step()
     samples = [timed(step, device) for _ in range(args.samples)]
-    wall = [w for w, _ in samples]
-    return {
-        "name": name, "unit": "ms", "median": statistics.median(wall), "min": min(wall),
-        "max": max(wall), "samples": len(wall),
-        "cpu_median": statistics.median(c for _, c in samples),
-        "peak_rss_mb": peak_rss_mb(), "rss_increase_mb": peak_rss_mb() - rss,
-        "update": "single-loss" if step.single else "alternating",
-    }
+    return summary(name, samples, rss, update="single-loss" if step.single else "alternating")
 
 
 def parse_args(argv):
@@ -276,10 +265,7 @@ def main(argv):
     if args.json:
         print(json.dumps(report))
         return
-    print(f"pytorch, {report['threads']} threads, device {args.device}")
-    for r in results:
-        print(f"  {r['name']:<22} median {r['median']:9.2f} ms  min {r['min']:9.2f}  "
-              f"max {r['max']:9.2f}  cpu {r['cpu_median']:9.2f}  peak RSS {r['peak_rss_mb']:7.1f} MB")
+    print_table(f"pytorch, {report['threads']} threads, device {args.device}", results)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,6 @@ The JSON printed with ``--json`` has the layout of genflow's (``genflow bench --
 import argparse
 import json
 import math
-import resource
-import statistics
 import sys
 import time
 import warnings
@@ -40,6 +38,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+
+from bench_report import peak_rss_mb, print_table, summary  # noqa: E402
 
 WORKLOADS = ["glo-step", "imle-search"]
 N_Z, SIZE, HIDDEN, CHANNELS, LEVELS, BATCH = 64, 28, 1024, [128, 64], 4, 128
@@ -128,20 +128,6 @@ def timed(fn, warmup, samples):
     return out
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def summary(name, samples, rss_before, **extra):
-    wall = [w for w, _ in samples]
-    out = {"name": name, "unit": "ms", "median": statistics.median(wall), "min": min(wall),
-           "max": max(wall), "samples": len(wall),
-           "cpu_median": statistics.median(c for _, c in samples),
-           "peak_rss_mb": peak_rss_mb(), "rss_increase_mb": peak_rss_mb() - rss_before}
-    out.update(extra)
-    return out
-
-
 def glo_step(args):
     g = Generator()
     codes = nn.Parameter(torch.randn(args.codes, N_Z))
@@ -218,10 +204,7 @@ def main(argv):
     if args.json:
         print(json.dumps(report))
         return
-    print(f"pytorch, {report['threads']} threads, device {args.device}")
-    for r in results:
-        print(f"  {r['name']:<22} median {r['median']:9.2f} ms  min {r['min']:9.2f}  "
-              f"max {r['max']:9.2f}  cpu {r['cpu_median']:9.2f}  peak RSS {r['peak_rss_mb']:7.1f} MB")
+    print_table(f"pytorch, {report['threads']} threads, device {args.device}", results)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ The JSON printed with ``--json`` has the layout of genflow's (``genflow bench --
 import argparse
 import json
 import math
-import resource
 import statistics
 import sys
 import time
@@ -40,6 +39,8 @@ warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+
+from bench_report import peak_rss_mb, print_table, summary  # noqa: E402
 
 WORKLOADS = [
     "block-step",
@@ -313,28 +314,6 @@ class Timer:
         return ((time.perf_counter() - start) * 1e3, (time.process_time() - cpu) * 1e3)
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def summary(name, samples, rss_before, **extra):
-    """The JSON record of a workload from its (wall ms, cpu ms) samples."""
-    wall = [w for w, _ in samples]
-    out = {
-        "name": name,
-        "unit": "ms",
-        "median": statistics.median(wall),
-        "min": min(wall),
-        "max": max(wall),
-        "samples": len(wall),
-        "cpu_median": statistics.median(c for _, c in samples),
-        "peak_rss_mb": peak_rss_mb(),
-        "rss_increase_mb": peak_rss_mb() - rss_before,
-    }
-    out.update(extra)
-    return out
-
-
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -574,13 +553,7 @@ def main(argv):
     if args.json:
         print(json.dumps(report))
         return
-    print(f"pytorch ({args.method}), {report['threads']} threads, device {args.device}")
-    for r in results:
-        if "skipped" in r:
-            print(f"  {r['name']:<22} skipped: {r['skipped']}")
-            continue
-        print(f"  {r['name']:<22} median {r['median']:9.2f} ms  min {r['min']:9.2f}  "
-              f"max {r['max']:9.2f}  cpu {r['cpu_median']:9.2f}  peak RSS {r['peak_rss_mb']:7.1f} MB")
+    print_table(f"pytorch ({args.method}), {report['threads']} threads, device {args.device}", results)
 
 
 if __name__ == "__main__":
